@@ -1,0 +1,2 @@
+//! The `#[redis_retry]` attribute macro. Its implementation lands with the macro issue; the
+//! crate exists now so that the workspace layout is final.

@@ -1,0 +1,1 @@
+pub use redis_retry_runtime::*;
