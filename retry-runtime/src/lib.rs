@@ -1,1 +1,40 @@
+//! Runtime of redis-retry: failed Redis writes captured, queued on Kafka and re-applied.
+//!
+//! Data flows one way: a capture [`scope`] (opened by `#[redis_retry]`) tells a
+//! [`RetryConnection`] to turn a failed write into a [`RedisTask`], the [`RetryProducer`]
+//! publishes it, and the [`RedisRetryConsumer`] applies it to Redis with bounded, backed-off
+//! retries and a dead-letter topic. Which commands write, and where their keys are, comes from
+//! one table: [`commands`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use redis_retry_runtime::RedisTask;
+//! let task = RedisTask::set("device:token:d1", "abc", Duration::from_secs(300))?
+//!     .with_source("DeviceRepository.SaveToken");
+//! assert_eq!(task.describe(), "set [device:token:d1]");
+//! # Ok::<(), redis_retry_runtime::TaskError>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod cli;
+pub mod commands;
+pub mod connection;
+pub mod consumer;
+pub mod counters;
+pub mod errors;
+pub mod producer;
+pub mod scope;
+pub mod script;
+pub mod task;
+
+pub use connection::RetryConnection;
+pub use consumer::{ConsumerConfig, RedisRetryConsumer, DEFAULT_GROUP};
+pub use errors::{DlqReason, PublishError, SetupError, TaskError};
+pub use producer::{
+    global_producer, init_global_producer, log_and_retry_redis_error, log_redis_error, ProducerConfig,
+    RetryProducer, Topics, DEFAULT_TOPIC,
+};
+pub use scope::ScopeMeta;
+pub use script::Script;
+pub use task::{Arg, Mode, RedisCmd, RedisTask, TaskContext, TaskKind, DEFAULT_MAX_RETRIES};

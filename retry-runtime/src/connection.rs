@@ -1,0 +1,318 @@
+//! `RetryConnection`: a Redis connection that turns failed writes into tasks.
+//!
+//! It implements `redis::aio::ConnectionLike` around any async connection and adds nothing to
+//! a command that succeeds or reads. When a mutating command fails with a transient error
+//! inside a capture scope (or on a connection built with
+//! [`capture_all`](RetryConnection::capture_all)), the task is published right there, before
+//! the error is returned: a request future dropped after the failed write has still queued it.
+
+use std::sync::Arc;
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+use crate::commands::{self, Access};
+use crate::errors::{classify, classify_server_error, Delivery, DlqReason, Failure};
+use crate::producer::{global_producer, report_capture, report_unqueued, RetryProducer};
+use crate::scope::{self, Current, ScopeMeta};
+use crate::script;
+use crate::task::{Arg, Mode, RedisCmd, RedisTask};
+use crate::{counters, TaskError};
+
+/// A connection whose failed writes are captured and queued for retry.
+///
+/// ```no_run
+/// # async fn demo() -> redis::RedisResult<()> {
+/// use redis::AsyncCommands;
+/// use redis_retry_runtime::{scope, RetryConnection};
+/// let client = redis::Client::open("redis://127.0.0.1/")?;
+/// let mut conn = RetryConnection::new(client.get_multiplexed_async_connection().await?);
+/// scope::capture(scope::ScopeMeta::new("UserRepository.DeleteUserCache"), async {
+///     conn.del::<_, ()>("user:info:1").await // queued for retry if Redis is down
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RetryConnection<C> {
+    inner: C,
+    default_scope: Option<Arc<ScopeMeta>>,
+    producer: Option<RetryProducer>,
+}
+
+impl<C> RetryConnection<C> {
+    /// Wraps `inner`. Outside a capture scope it is transparent.
+    pub fn new(inner: C) -> Self {
+        RetryConnection { inner, default_scope: None, producer: None }
+    }
+
+    /// Captures every failed write, in a scope or not, with `source` when no scope says
+    /// otherwise.
+    pub fn capture_all(mut self, source: impl Into<String>) -> Self {
+        self.default_scope = Some(Arc::new(ScopeMeta::new(source)));
+        self
+    }
+
+    /// Like [`capture_all`](Self::capture_all) with full metadata.
+    pub fn capture_all_with(mut self, meta: ScopeMeta) -> Self {
+        self.default_scope = Some(Arc::new(meta));
+        self
+    }
+
+    /// Publishes through `producer` instead of the global one.
+    pub fn with_producer(mut self, producer: RetryProducer) -> Self {
+        self.producer = Some(producer);
+        self
+    }
+
+    /// The wrapped connection.
+    pub fn get_ref(&self) -> &C {
+        &self.inner
+    }
+
+    /// The wrapped connection, mutably.
+    pub fn get_mut(&mut self) -> &mut C {
+        &mut self.inner
+    }
+
+    /// Unwraps the connection.
+    pub fn into_inner(self) -> C {
+        self.inner
+    }
+
+    fn active_scope(&self) -> Option<Arc<ScopeMeta>> {
+        match scope::lookup() {
+            Current::Capture(meta) => Some(meta),
+            Current::Suppressed => None,
+            Current::None => self.default_scope.clone(),
+        }
+    }
+
+    fn capture(&self, cmds: &[&Cmd], atomic: bool, delivery: Delivery, error: &str) {
+        let Some(meta) = self.active_scope() else { return };
+        for (task, idempotent) in tasks_for(cmds, atomic) {
+            let task = task.with_source(meta.source.clone()).with_context(&meta.context).with_error(&error);
+            let task = RedisTask { max_retries: meta.max_retries, ..task };
+            self.dispatch(task, idempotent, delivery, meta.mode);
+        }
+    }
+
+    fn dispatch(&self, task: RedisTask, idempotent: bool, delivery: Delivery, mode: Mode) {
+        let producer = self.producer.as_ref().or_else(|| global_producer());
+        match mode {
+            Mode::Log => {
+                metrics::counter!(counters::LOGGED).increment(1);
+                tracing::warn!(
+                    error = %task.original_err,
+                    keys = %task.describe(),
+                    source = %task.source,
+                    trace_id = %task.trace_id,
+                    "redis write failed on a read path (mode = log); not retried"
+                );
+            }
+            Mode::Invalidate => match task.invalidation() {
+                Ok(task) => publish(producer, &task),
+                Err(e) => tracing::error!(error = %e, source = %task.source, "nothing to invalidate"),
+            },
+            Mode::Replay if !idempotent && delivery == Delivery::Ambiguous => {
+                // It may have run: replaying could apply it twice, so a person decides.
+                report_capture(&task);
+                let result = match producer {
+                    Some(p) => p.dead_letter(&task, DlqReason::Ambiguous, &task.original_err),
+                    None => Err(crate::PublishError::NoProducer),
+                };
+                if let Err(e) = result {
+                    report_unqueued(&task, &e);
+                }
+            }
+            Mode::Replay => publish(producer, &task),
+        }
+    }
+}
+
+fn publish(producer: Option<&RetryProducer>, task: &RedisTask) {
+    report_capture(task);
+    let result = match producer {
+        Some(p) => p.publish(task),
+        None => Err(crate::PublishError::NoProducer),
+    };
+    if let Err(e) = result {
+        report_unqueued(task, &e);
+    }
+}
+
+fn parts(cmd: &Cmd) -> Vec<&[u8]> {
+    cmd.args_iter()
+        .filter_map(|a| match a {
+            redis::Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Tasks for failed commands: the writes together in one task (a pipeline when more than
+/// one), each script on its own as a Lua task. Reads and control commands are left out.
+fn tasks_for(cmds: &[&Cmd], atomic: bool) -> Vec<(RedisTask, bool)> {
+    let mut writes: Vec<RedisCmd> = Vec::new();
+    let mut writes_idempotent = true;
+    let mut out = Vec::new();
+    for cmd in cmds {
+        let parts = parts(cmd);
+        let Some(spec) = commands::lookup(&parts) else {
+            if let Some(name) = parts.first() {
+                tracing::warn!(
+                    command = %String::from_utf8_lossy(name),
+                    "failed command is not in the command table; not captured"
+                );
+            }
+            continue;
+        };
+        match spec.access {
+            Access::Write { idempotent } => {
+                writes_idempotent &= idempotent;
+                let name = String::from_utf8_lossy(parts[0]).into_owned();
+                writes.push(RedisCmd {
+                    command: name,
+                    args: parts[1..].iter().map(|a| Arg::from(*a)).collect(),
+                });
+            }
+            Access::Script => match lua_task(&parts) {
+                Ok(task) => out.push((task, true)),
+                Err(e) => tracing::error!(error = %e, "failed script call cannot be captured"),
+            },
+            _ => {}
+        }
+    }
+    let task = if writes.is_empty() {
+        None
+    } else if writes.len() == 1 && !atomic {
+        let cmd = writes.remove(0);
+        Some(RedisTask::command(cmd.command, cmd.args))
+    } else {
+        Some(RedisTask::pipeline(writes).map(|mut t| {
+            t.atomic = atomic;
+            t
+        }))
+    };
+    let task = match task {
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "failed write cannot be captured");
+            None
+        }
+        Some(Ok(task)) => Some(task),
+        None => None,
+    };
+    if let Some(task) = task {
+        out.insert(0, (task, writes_idempotent));
+    }
+    out
+}
+
+/// A Lua task from `EVAL body numkeys ...` or `EVALSHA sha numkeys ...` (body from the registry).
+fn lua_task(parts: &[&[u8]]) -> Result<RedisTask, TaskError> {
+    let name = String::from_utf8_lossy(parts[0]).to_ascii_uppercase();
+    let script_ref = parts.get(1).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    let body = match name.as_str() {
+        "EVAL" => script_ref,
+        "EVALSHA" => script::body_of(&script_ref).map(|b| b.to_string()).ok_or_else(|| {
+            TaskError::Malformed(format!(
+                "script {script_ref} is unknown to redis-retry; build it with redis_retry::Script::new so its body can be replayed"
+            ))
+        })?,
+        other => return Err(TaskError::ScriptInSimpleTask(other.to_ascii_lowercase())),
+    };
+    let numkeys: usize = parts
+        .get(2)
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .and_then(|n| n.parse().ok())
+        .ok_or(TaskError::MissingField("numkeys"))?;
+    let rest = parts.get(3..).unwrap_or_default();
+    let numkeys = numkeys.min(rest.len());
+    RedisTask::lua(body, rest[..numkeys].iter().copied(), rest[numkeys..].iter().copied())
+}
+
+fn remember_loaded_script(cmd: &Cmd) {
+    let mut args = cmd.args_iter();
+    let is = |a: Option<redis::Arg<&[u8]>>, word: &[u8]| matches!(a, Some(redis::Arg::Simple(b)) if b.eq_ignore_ascii_case(word));
+    if is(args.next(), b"SCRIPT") && is(args.next(), b"LOAD") {
+        if let Some(redis::Arg::Simple(body)) = args.next() {
+            if let Ok(body) = std::str::from_utf8(body) {
+                script::register(body);
+            }
+        }
+    }
+}
+
+fn transient(failure: Failure) -> Option<Delivery> {
+    match failure {
+        Failure::Transient(d) => Some(d),
+        Failure::Permanent => None,
+    }
+}
+
+impl<C: ConnectionLike + Send> ConnectionLike for RetryConnection<C> {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let result = self.inner.req_packed_command(cmd).await;
+            let failure = match &result {
+                Ok(Value::ServerError(e)) => transient(classify_server_error(e)).map(|d| (d, e.to_string())),
+                Ok(_) => {
+                    remember_loaded_script(cmd);
+                    None
+                }
+                Err(e) => transient(classify(e)).map(|d| (d, e.to_string())),
+            };
+            if let Some((delivery, error)) = failure {
+                self.capture(&[cmd], false, delivery, &error);
+            }
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let result = self.inner.req_packed_commands(pipeline, offset, count).await;
+            let atomic = pipeline.is_transaction();
+            match &result {
+                Err(e) => {
+                    if let Some(delivery) = transient(classify(e)) {
+                        let cmds: Vec<&Cmd> = pipeline.cmd_iter().collect();
+                        self.capture(&cmds, atomic, delivery, &e.to_string());
+                    }
+                }
+                Ok(values) => {
+                    // A transaction answers with one EXEC reply holding every result; a plain
+                    // pipeline answers command by command.
+                    let replies: &[Value] = match (atomic, values.last()) {
+                        (true, Some(Value::Array(items))) => items,
+                        (true, _) => &[],
+                        (false, _) => values,
+                    };
+                    let mut failed: Vec<&Cmd> = Vec::new();
+                    let mut error = String::new();
+                    for (cmd, reply) in pipeline.cmd_iter().zip(replies) {
+                        if let Value::ServerError(e) = reply {
+                            if transient(classify_server_error(e)).is_some() {
+                                failed.push(cmd);
+                                error = e.to_string();
+                            }
+                        }
+                    }
+                    if !failed.is_empty() {
+                        self.capture(&failed, false, Delivery::NotApplied, &error);
+                    }
+                }
+            }
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}

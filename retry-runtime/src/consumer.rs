@@ -1,0 +1,608 @@
+//! `RedisRetryConsumer`: applies queued tasks to Redis, at least once.
+//!
+//! One *lane* reads the main topic and one reads each retry tier. A lane takes a message,
+//! settles it (applied, sent to the next tier, or dead-lettered) and only then stores its
+//! offset for the next commit, as rdkafka's at-least-once example does: a crash at any point
+//! re-delivers what was not settled. A tier lane waits until its head message is due, which
+//! delays only that tier, never the main topic.
+//!
+//! When Redis cannot be reached at all, a lane waits for it (backing off up to a few seconds)
+//! instead of spending the task's retries: an outage then neither floods the dead-letter topic
+//! nor hammers Redis. Retries and their budget are for a Redis that answers and says "not now".
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use redis::aio::ConnectionLike;
+use redis::Value;
+use tokio::sync::watch;
+
+use crate::counters;
+use crate::errors::{
+    classify, classify_server_error, is_unreachable, Delivery, DlqReason, Failure, SetupError,
+};
+use crate::producer::{check_topic_name, dlq_headers, ProducerConfig, RetryProducer, Topics, DEFAULT_TOPIC};
+use crate::scope;
+use crate::task::{Mode, RedisTask};
+
+/// The seed's consumer group.
+pub const DEFAULT_GROUP: &str = "redis-retry-consumer-group";
+
+/// How the consumer reads, retries and gives up.
+///
+/// ```
+/// use std::time::Duration;
+/// use redis_retry_runtime::ConsumerConfig;
+/// let cfg = ConsumerConfig::new("127.0.0.1:9092").retry_base_delay(Duration::from_millis(200));
+/// assert_eq!(cfg.group, "redis-retry-consumer-group");
+/// assert!(cfg.validate().is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Main topic (default `redis-retry-queue`); tiers and DLQ are named after it.
+    pub topic: String,
+    /// Consumer group of the main topic; tier lanes use `<group>.retry.<n>`.
+    pub group: String,
+    /// Number of retry tiers (default 3); retries past the last tier reuse it.
+    pub retry_tiers: usize,
+    /// Delay before the first retry (default 1 s); each retry doubles it, ±20 % jitter.
+    pub retry_base_delay: Duration,
+    /// Longest delay between retries (default 5 min).
+    pub retry_max_delay: Duration,
+    /// Larger messages are dead-lettered as `oversize` (default 1 MiB).
+    pub max_task_bytes: usize,
+    /// Older tasks are dead-lettered as `expired`: replaying them could overwrite newer data
+    /// (default 24 h).
+    pub max_age: Duration,
+    /// Whether Lua tasks are replayed (default false: a Lua body can do anything).
+    pub allow_lua: bool,
+    /// Create missing topics at start (default true).
+    pub create_topics: bool,
+    /// Partitions of topics it creates (default 3).
+    pub partitions: i32,
+    /// Replication factor of topics it creates (default 1).
+    pub replication: i32,
+    /// Extra librdkafka properties (TLS, SASL, ...), for the consumer and its producer.
+    pub properties: Vec<(String, String)>,
+}
+
+impl ConsumerConfig {
+    /// Defaults for `brokers`.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        ConsumerConfig {
+            brokers: brokers.into(),
+            topic: DEFAULT_TOPIC.to_string(),
+            group: DEFAULT_GROUP.to_string(),
+            retry_tiers: 3,
+            retry_base_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(300),
+            max_task_bytes: 1024 * 1024,
+            max_age: Duration::from_secs(24 * 3600),
+            allow_lua: false,
+            create_topics: true,
+            partitions: 3,
+            replication: 1,
+            properties: Vec::new(),
+        }
+    }
+    /// Sets the main topic.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = topic.into();
+        self
+    }
+    /// Sets the consumer group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+    /// Sets the first retry delay.
+    pub fn retry_base_delay(mut self, d: Duration) -> Self {
+        self.retry_base_delay = d;
+        self
+    }
+    /// Sets the longest retry delay.
+    pub fn retry_max_delay(mut self, d: Duration) -> Self {
+        self.retry_max_delay = d;
+        self
+    }
+    /// Sets the number of retry tiers.
+    pub fn retry_tiers(mut self, n: usize) -> Self {
+        self.retry_tiers = n;
+        self
+    }
+    /// Sets the maximum task age.
+    pub fn max_age(mut self, d: Duration) -> Self {
+        self.max_age = d;
+        self
+    }
+    /// Sets the size limit.
+    pub fn max_task_bytes(mut self, n: usize) -> Self {
+        self.max_task_bytes = n;
+        self
+    }
+    /// Allows or refuses Lua tasks.
+    pub fn allow_lua(mut self, yes: bool) -> Self {
+        self.allow_lua = yes;
+        self
+    }
+    /// Sets the partitions of created topics.
+    pub fn partitions(mut self, n: i32) -> Self {
+        self.partitions = n;
+        self
+    }
+    /// Adds a librdkafka property.
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// The topics this configuration implies.
+    pub fn topics(&self) -> Topics {
+        Topics::new(&self.topic, self.retry_tiers)
+    }
+
+    /// Checks every setting, naming the first wrong one.
+    pub fn validate(&self) -> Result<(), SetupError> {
+        let bad = |msg: String| Err(SetupError::Config(msg));
+        if self.brokers.trim().is_empty() {
+            return bad("brokers: empty broker list".into());
+        }
+        check_topic_name("topic", &self.topic)?;
+        if self.group.trim().is_empty() {
+            return bad("group: empty consumer group".into());
+        }
+        if !(1..=20).contains(&self.retry_tiers) {
+            return bad(format!("retry_tiers: must be 1 to 20, got {}", self.retry_tiers));
+        }
+        if self.retry_base_delay.is_zero() || self.retry_base_delay > self.retry_max_delay {
+            return bad(format!(
+                "retry_base_delay: must be above zero and at most retry_max_delay ({:?}), got {:?}",
+                self.retry_max_delay, self.retry_base_delay
+            ));
+        }
+        if self.retry_max_delay > Duration::from_secs(3600) {
+            return bad(format!("retry_max_delay: at most 1 h, got {:?}", self.retry_max_delay));
+        }
+        if self.max_task_bytes < 64 {
+            return bad(format!("max_task_bytes: at least 64, got {}", self.max_task_bytes));
+        }
+        if self.max_age.is_zero() {
+            return bad("max_age: must be above zero".into());
+        }
+        if self.partitions < 1 || self.replication < 1 {
+            return bad(format!(
+                "partitions and replication must be at least 1, got {} and {}",
+                self.partitions, self.replication
+            ));
+        }
+        Ok(())
+    }
+
+    /// The delay before retry number `attempt` (1-based): base × 2^(attempt-1), capped, ±20 %.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use redis_retry_runtime::ConsumerConfig;
+    /// let cfg = ConsumerConfig::new("k:9092").retry_base_delay(Duration::from_secs(1));
+    /// let d3 = cfg.backoff(3);
+    /// assert!(d3 >= Duration::from_millis(3200) && d3 <= Duration::from_millis(4800));
+    /// ```
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(30);
+        let raw = self.retry_base_delay.saturating_mul(1u32 << exp).min(self.retry_max_delay);
+        raw.mul_f64(rand::rng().random_range(0.8..=1.2))
+    }
+
+    fn producer_config(&self) -> ProducerConfig {
+        ProducerConfig {
+            brokers: self.brokers.clone(),
+            topic: self.topic.clone(),
+            retry_tiers: self.retry_tiers,
+            properties: self.properties.clone(),
+        }
+    }
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Applied, re-queued or dead-lettered: its offset may be committed.
+    Done,
+    /// Shutdown came first: leave it for the next run.
+    Interrupted,
+}
+
+enum Applied {
+    Ok,
+    /// Redis could not be reached; the task itself is fine.
+    Unreachable(String),
+    Failed(Failure, String),
+}
+
+struct Shared<C> {
+    config: ConsumerConfig,
+    topics: Topics,
+    redis: C,
+    producer: RetryProducer,
+}
+
+/// Reads tasks from Kafka and applies them to Redis.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use redis_retry_runtime::{ConsumerConfig, RedisRetryConsumer};
+/// let redis = redis::Client::open("redis://127.0.0.1/")?.get_connection_manager().await?;
+/// let consumer = RedisRetryConsumer::new(ConsumerConfig::new("localhost:9092"), redis)?;
+/// consumer.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+/// # Ok(()) }
+/// ```
+pub struct RedisRetryConsumer<C> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C> RedisRetryConsumer<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    /// Checks the configuration and prepares the producer for tiers and dead letters.
+    pub fn new(config: ConsumerConfig, redis: C) -> Result<Self, SetupError> {
+        config.validate()?;
+        let producer = RetryProducer::new(&config.producer_config())?;
+        let topics = config.topics();
+        Ok(RedisRetryConsumer { shared: Arc::new(Shared { config, topics, redis, producer }) })
+    }
+
+    /// The topics it reads and writes.
+    pub fn topics(&self) -> &Topics {
+        &self.shared.topics
+    }
+
+    /// Runs until `shutdown` completes, then finishes the messages in hand, commits and
+    /// returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), SetupError> {
+        let cfg = &self.shared.config;
+        tracing::info!(topic = %cfg.topic, group = %cfg.group, brokers = %cfg.brokers, "redis retry consumer starting");
+        if cfg.create_topics {
+            self.shared.producer.ensure_topics(cfg.partitions, cfg.replication).await?;
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut lanes = tokio::task::JoinSet::new();
+        let topics = &self.shared.topics;
+        let mut plan = vec![(topics.main.clone(), cfg.group.clone(), false)];
+        for (i, tier) in topics.retry.iter().enumerate() {
+            plan.push((tier.clone(), format!("{}.retry.{}", cfg.group, i + 1), true));
+        }
+        for (topic, group, is_tier) in plan {
+            let consumer = self.shared.kafka_consumer(&group)?;
+            consumer.subscribe(&[topic.as_str()])?;
+            let shared = self.shared.clone();
+            let stop = stop_rx.clone();
+            lanes.spawn(async move { shared.lane(consumer, is_tier, stop).await });
+        }
+        tokio::pin!(shutdown);
+        let mut failure = None;
+        tokio::select! {
+            _ = &mut shutdown => tracing::info!("shutdown requested: finishing messages in hand"),
+            Some(res) = lanes.join_next() => failure = Some(res),
+        }
+        let _ = stop_tx.send(true);
+        while let Some(res) = lanes.join_next().await {
+            failure.get_or_insert(res);
+        }
+        self.shared.producer.flush(Duration::from_secs(10)).ok();
+        tracing::info!("redis retry consumer stopped");
+        match failure {
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(join)) => Err(SetupError::Config(format!("consumer lane crashed: {join}"))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<C> Shared<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    fn kafka_consumer(&self, group: &str) -> Result<StreamConsumer, SetupError> {
+        // A tier lane may sleep until its head message is due; librdkafka must not take that
+        // for a dead consumer.
+        let poll_interval = (self.config.retry_max_delay * 2 + Duration::from_secs(60))
+            .max(Duration::from_secs(300))
+            .as_millis()
+            .to_string();
+        let mut cfg = self.config.producer_config().client_config();
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("max.poll.interval.ms", poll_interval);
+        for (k, v) in &self.config.properties {
+            cfg.set(k, v);
+        }
+        cfg.create().map_err(|e| SetupError::Config(format!("kafka consumer: {e}")))
+    }
+
+    async fn lane(
+        self: Arc<Self>,
+        consumer: StreamConsumer,
+        is_tier: bool,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), SetupError> {
+        loop {
+            let next = tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                m = consumer.recv() => m,
+            };
+            let msg = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => break,
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                    }
+                }
+            };
+            match self.settle(&msg, is_tier, &mut stop).await {
+                Settled::Done => {
+                    if let Err(e) = consumer.store_offset_from_message(&msg) {
+                        tracing::warn!(error = %e, "could not store offset; the task may be applied again");
+                    }
+                }
+                Settled::Interrupted => break,
+            }
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "final commit failed; uncommitted tasks will be applied again")
+            }
+        }
+        Ok(())
+    }
+
+    async fn settle(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        is_tier: bool,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Settled {
+        let payload = msg.payload().unwrap_or_default();
+        let source_topic = msg.topic();
+        if payload.len() > self.config.max_task_bytes {
+            let err = crate::TaskError::TooLarge { size: payload.len(), limit: self.config.max_task_bytes };
+            return self.dead_letter_raw(msg, payload, DlqReason::Oversize, &err.to_string(), stop).await;
+        }
+        let mut task = match RedisTask::from_json(payload)
+            .and_then(|t| t.validate_for_replay(self.config.allow_lua).map(|()| t))
+        {
+            Ok(t) => t,
+            Err(e) => return self.dead_letter_raw(msg, payload, e.dlq_reason(), &e.to_string(), stop).await,
+        };
+        if let Some(due) = task.not_before {
+            let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+            if !wait.is_zero() && !sleep_or_stop(wait, stop).await {
+                return Settled::Interrupted;
+            }
+        }
+        let mut backoff = Duration::from_millis(100);
+        let mut last_warning: Option<Instant> = None;
+        loop {
+            if self.expired(&task) {
+                let age = format!("older than max_age {:?}", self.config.max_age);
+                return self.dead_letter_task(&task, source_topic, DlqReason::Expired, &age, stop).await;
+            }
+            let started = Instant::now();
+            match self.apply(&task).await {
+                Applied::Ok => {
+                    metrics::counter!(counters::APPLIED).increment(1);
+                    metrics::histogram!(counters::APPLY_SECONDS).record(started.elapsed().as_secs_f64());
+                    tracing::debug!(task_id = %task.id, keys = %task.describe(), retry_count = task.retry_count, is_tier, "task applied");
+                    return Settled::Done;
+                }
+                Applied::Failed(Failure::Transient(Delivery::Ambiguous), err) if !task.is_idempotent() => {
+                    return self
+                        .dead_letter_task(&task, source_topic, DlqReason::Ambiguous, &err, stop)
+                        .await;
+                }
+                Applied::Unreachable(err) => {
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(error = %err, keys = %task.describe(), "redis unreachable; waiting for it before applying");
+                        last_warning = Some(Instant::now());
+                    }
+                    if !sleep_or_stop(backoff, stop).await {
+                        return Settled::Interrupted;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Applied::Failed(Failure::Permanent, err) => {
+                    return self
+                        .dead_letter_task(&task, source_topic, DlqReason::PermanentError, &err, stop)
+                        .await;
+                }
+                Applied::Failed(Failure::Transient(_), err) => {
+                    task.original_err = err;
+                    return self.retry_later(task, source_topic, stop).await;
+                }
+            }
+        }
+    }
+
+    fn expired(&self, task: &RedisTask) -> bool {
+        // Go's zero time means "unknown": such a task is never expired.
+        if task.captured_at.timestamp() <= -62_135_596_800 {
+            return false;
+        }
+        let age = chrono::Utc::now() - task.captured_at;
+        age.to_std().is_ok_and(|age| age > self.config.max_age)
+    }
+
+    async fn apply(&self, task: &RedisTask) -> Applied {
+        if task.mode == Mode::Log {
+            metrics::counter!(counters::LOGGED).increment(1);
+            tracing::warn!(keys = %task.describe(), source = %task.source, "task in log mode: logged, not applied");
+            return Applied::Ok;
+        }
+        let pipe = task.to_pipeline();
+        let (offset, count) = if pipe.is_transaction() { (pipe.len() + 1, 1) } else { (0, pipe.len()) };
+        let mut conn = self.redis.clone();
+        let result = scope::suppressed(conn.req_packed_commands(&pipe, offset, count)).await;
+        let values = match result {
+            Err(e) if is_unreachable(&e) => {
+                let failure = classify(&e);
+                return if failure == Failure::Transient(Delivery::Ambiguous) && !task.is_idempotent() {
+                    Applied::Failed(failure, e.to_string())
+                } else {
+                    Applied::Unreachable(e.to_string())
+                };
+            }
+            Err(e) => return Applied::Failed(classify(&e), e.to_string()),
+            Ok(values) => values,
+        };
+        let replies = match (pipe.is_transaction(), values.last()) {
+            (true, Some(Value::Array(items))) => items.as_slice(),
+            (true, _) => &[],
+            (false, _) => values.as_slice(),
+        };
+        let mut worst: Option<(Failure, String)> = None;
+        for reply in replies {
+            if let Value::ServerError(e) = reply {
+                let failure = classify_server_error(e);
+                if worst.as_ref().is_none_or(|(f, _)| f.is_transient()) {
+                    worst = Some((failure, e.to_string()));
+                }
+            }
+        }
+        match worst {
+            None => Applied::Ok,
+            Some((failure, err)) => Applied::Failed(failure, err),
+        }
+    }
+
+    async fn retry_later(
+        &self,
+        mut task: RedisTask,
+        source_topic: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Settled {
+        if task.retry_count >= task.max_retries {
+            tracing::error!(
+                error = %task.original_err,
+                retry_count = task.retry_count,
+                max_retries = task.max_retries,
+                keys = %task.describe(),
+                source = %task.source,
+                task_id = %task.id,
+                "redis task reached max retries, giving up"
+            );
+            let err = task.original_err.clone();
+            return self.dead_letter_task(&task, source_topic, DlqReason::MaxRetries, &err, stop).await;
+        }
+        task.retry_count += 1;
+        let delay = self.config.backoff(task.retry_count);
+        task.not_before = Some(chrono::Utc::now() + delay);
+        let tier = self.topics.tier(task.retry_count).to_string();
+        tracing::warn!(
+            error = %task.original_err,
+            retry_count = task.retry_count,
+            max_retries = task.max_retries,
+            delay_ms = delay.as_millis() as u64,
+            tier = %tier,
+            keys = %task.describe(),
+            task_id = %task.id,
+            "redis task failed, retrying later"
+        );
+        let payload = task.to_json();
+        let settled = self.send_until_acked(&tier, task.first_key(), &payload, None, stop).await;
+        if settled == Settled::Done {
+            metrics::counter!(counters::RETRIED).increment(1);
+        }
+        settled
+    }
+
+    async fn dead_letter_task(
+        &self,
+        task: &RedisTask,
+        source_topic: &str,
+        reason: DlqReason,
+        error: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Settled {
+        if reason != DlqReason::MaxRetries {
+            tracing::error!(reason = %reason, error = %error, keys = %task.describe(), source = %task.source, task_id = %task.id, "task dead-lettered");
+        }
+        let headers = dlq_headers(reason, error, source_topic);
+        let dlq = self.topics.dlq.clone();
+        let settled =
+            self.send_until_acked(&dlq, task.first_key(), &task.to_json(), Some(headers), stop).await;
+        if settled == Settled::Done {
+            metrics::counter!(counters::DEAD_LETTERED, "reason" => reason.as_str()).increment(1);
+        }
+        settled
+    }
+
+    async fn dead_letter_raw(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        payload: &[u8],
+        reason: DlqReason,
+        error: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Settled {
+        tracing::error!(reason = %reason, error = %error, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "bad message dead-lettered");
+        let mut headers = dlq_headers(reason, error, msg.topic());
+        // Keep what the producer attached (signatures, trace ids) for whoever inspects it.
+        if let Some(orig) = msg.headers() {
+            for h in orig.iter() {
+                headers = headers
+                    .insert(rdkafka::message::Header { key: &format!("original.{}", h.key), value: h.value });
+            }
+        }
+        let dlq = self.topics.dlq.clone();
+        let settled = self.send_until_acked(&dlq, msg.key(), payload, Some(headers), stop).await;
+        if settled == Settled::Done {
+            metrics::counter!(counters::DEAD_LETTERED, "reason" => reason.as_str()).increment(1);
+        }
+        settled
+    }
+
+    /// Sends until Kafka acknowledges: the source message is committed only after that.
+    async fn send_until_acked(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<rdkafka::message::OwnedHeaders>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Settled {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.producer.send_bytes_and_wait(topic, key, payload, headers.clone()).await {
+                Ok(()) => return Settled::Done,
+                Err(e) => {
+                    tracing::warn!(kafka_error = %e, topic, "could not publish to kafka; will try again");
+                    if !sleep_or_stop(backoff, stop).await {
+                        return Settled::Interrupted;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps for `d`; false when the stop signal came first.
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}

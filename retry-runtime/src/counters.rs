@@ -1,0 +1,21 @@
+//! Names of the counters and histograms this crate records through the `metrics` facade.
+//!
+//! Recording costs nothing until an application installs a recorder (the binary installs a
+//! Prometheus exporter); the names are public so that dashboards and tests can refer to them.
+
+/// Failed writes turned into tasks by a `RetryConnection` or `log_and_retry_redis_error`.
+pub const CAPTURED: &str = "redis_retry_captured_total";
+/// Tasks acknowledged by Kafka.
+pub const ENQUEUED: &str = "redis_retry_enqueued_total";
+/// Tasks Kafka did not take (label `reason`).
+pub const ENQUEUE_FAILURES: &str = "redis_retry_enqueue_failures_total";
+/// Failed writes only logged (`mode = "log"`, `log_redis_error`).
+pub const LOGGED: &str = "redis_retry_logged_total";
+/// Tasks the consumer applied to Redis.
+pub const APPLIED: &str = "redis_retry_applied_total";
+/// Tasks the consumer sent to a retry tier.
+pub const RETRIED: &str = "redis_retry_retried_total";
+/// Tasks sent to the dead-letter topic (label `reason`).
+pub const DEAD_LETTERED: &str = "redis_retry_dead_lettered_total";
+/// Seconds from picking a task up to having applied it.
+pub const APPLY_SECONDS: &str = "redis_retry_apply_seconds";

@@ -1,0 +1,289 @@
+//! Errors of this crate, and the classification of Redis errors that decides what is captured.
+//!
+//! Only *transient* failures are worth a retry: the server was unreachable or said "not now"
+//! (LOADING, BUSY, TRYAGAIN, CLUSTERDOWN, MASTERDOWN, READONLY, ...). Permanent failures
+//! (WRONGTYPE, syntax or arity errors, NOPERM, ...) would fail again, so they are returned to
+//! the caller and never queued. For a transient failure it also matters whether the command
+//! may have run: a refused connection or an error reply means it certainly did not, while a
+//! reset or a timeout after sending leaves it *ambiguous*, which only idempotent commands can
+//! afford to replay.
+
+use redis::{ErrorKind, RedisError};
+
+/// Why a task cannot be built, decoded or replayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// A builder was given an empty key.
+    #[error("{builder}: the key is empty")]
+    EmptyKey {
+        /// The builder that was called.
+        builder: &'static str,
+    },
+    /// A builder that needs members or fields got none.
+    #[error("{builder}: at least one field or member is required")]
+    MissingArguments {
+        /// The builder that was called.
+        builder: &'static str,
+    },
+    /// `max_retries` outside 1..=100.
+    #[error("max_retries must be between 1 and 100, got {0}")]
+    MaxRetriesOutOfRange(u32),
+    /// A pipeline task without commands.
+    #[error("a pipeline task needs at least one command")]
+    EmptyPipeline,
+    /// A Lua task without a body.
+    #[error("a Lua task needs a script body")]
+    EmptyScript,
+    /// A field the task's type needs is missing.
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    /// The JSON could not be decoded.
+    #[error("malformed task: {0}")]
+    Malformed(String),
+    /// A command the command table does not know.
+    #[error("unknown command `{0}`")]
+    UnknownCommand(String),
+    /// A command that must never be replayed (FLUSHALL, CONFIG, ...).
+    #[error("forbidden command `{0}`: administrative commands are never replayed")]
+    Forbidden(String),
+    /// A read or connection command: reads are never retried.
+    #[error("`{0}` does not write: reads are never retried")]
+    NotAWrite(String),
+    /// A write command without the key it needs.
+    #[error("`{0}` has no key")]
+    MissingKey(String),
+    /// EVAL/EVALSHA/FCALL inside a simple or pipeline task.
+    #[error("`{0}` must travel as a Lua task, with its script body")]
+    ScriptInSimpleTask(String),
+    /// A Lua task reached a consumer that does not run Lua.
+    #[error("Lua tasks are disabled on this consumer (enable with --allow-lua)")]
+    LuaDisabled,
+    /// The message is larger than the consumer accepts.
+    #[error("task of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Size of the message.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+impl TaskError {
+    /// The dead-letter reason for a task rejected with this error.
+    pub fn dlq_reason(&self) -> DlqReason {
+        match self {
+            TaskError::Forbidden(_) | TaskError::NotAWrite(_) | TaskError::LuaDisabled => {
+                DlqReason::Forbidden
+            }
+            TaskError::UnknownCommand(_) => DlqReason::UnknownCommand,
+            TaskError::TooLarge { .. } => DlqReason::Oversize,
+            _ => DlqReason::Malformed,
+        }
+    }
+}
+
+/// Why a task ended in the dead-letter topic; sent as the `reason` header.
+///
+/// ```
+/// use redis_retry_runtime::DlqReason;
+/// assert_eq!(DlqReason::MaxRetries.as_str(), "max_retries");
+/// assert_eq!("expired".parse::<DlqReason>(), Ok(DlqReason::Expired));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DlqReason {
+    /// Not a valid task (bad JSON, wrong types, missing fields, empty pipeline, ...).
+    Malformed,
+    /// A command that is never replayed (admin, read, or Lua on a consumer without Lua).
+    Forbidden,
+    /// A command the command table does not know.
+    UnknownCommand,
+    /// Larger than the consumer's size limit.
+    Oversize,
+    /// Redis rejected the command for good (WRONGTYPE, syntax, ...).
+    PermanentError,
+    /// Still failing after `max_retries` retries.
+    MaxRetries,
+    /// Older than the consumer's `max_age`: replaying it could overwrite newer data.
+    Expired,
+    /// A non-idempotent write that may or may not have run: never replayed blindly.
+    Ambiguous,
+}
+
+impl DlqReason {
+    /// Every reason, for listings and metrics.
+    pub const ALL: [DlqReason; 8] = [
+        DlqReason::Malformed,
+        DlqReason::Forbidden,
+        DlqReason::UnknownCommand,
+        DlqReason::Oversize,
+        DlqReason::PermanentError,
+        DlqReason::MaxRetries,
+        DlqReason::Expired,
+        DlqReason::Ambiguous,
+    ];
+
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlqReason::Malformed => "malformed",
+            DlqReason::Forbidden => "forbidden",
+            DlqReason::UnknownCommand => "unknown_command",
+            DlqReason::Oversize => "oversize",
+            DlqReason::PermanentError => "permanent_error",
+            DlqReason::MaxRetries => "max_retries",
+            DlqReason::Expired => "expired",
+            DlqReason::Ambiguous => "ambiguous",
+        }
+    }
+}
+
+impl std::fmt::Display for DlqReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DlqReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DlqReason::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            let valid: Vec<&str> = DlqReason::ALL.iter().map(|r| r.as_str()).collect();
+            format!("unknown reason `{s}`: expected one of {}", valid.join(", "))
+        })
+    }
+}
+
+/// What a Redis failure means for a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Worth retrying later.
+    Transient(Delivery),
+    /// Would fail again: return to the caller, never queue.
+    Permanent,
+}
+
+/// Whether a transiently failed command may have run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// It certainly did not run: refused before sending, or rejected by an error reply.
+    NotApplied,
+    /// It may have run (connection reset or timeout after sending).
+    Ambiguous,
+}
+
+impl Failure {
+    /// Whether a retry is worth it.
+    pub fn is_transient(self) -> bool {
+        matches!(self, Failure::Transient(_))
+    }
+}
+
+/// Error-reply codes that mean "not now" rather than "never".
+const TRANSIENT_CODES: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "READONLY",
+    "NOREPLICAS",
+    "MISCONF",
+    "OOM",
+    "MOVED",
+    "ASK",
+    "UNBLOCKED",
+];
+
+/// Classifies an error reply by its code (the first word: `LOADING`, `WRONGTYPE`, ...).
+///
+/// ```
+/// use redis_retry_runtime::errors::{classify_code, Delivery, Failure};
+/// assert_eq!(classify_code("LOADING"), Failure::Transient(Delivery::NotApplied));
+/// assert_eq!(classify_code("WRONGTYPE"), Failure::Permanent);
+/// ```
+pub fn classify_code(code: &str) -> Failure {
+    if TRANSIENT_CODES.contains(&code) {
+        Failure::Transient(Delivery::NotApplied)
+    } else {
+        Failure::Permanent
+    }
+}
+
+/// Classifies an error reply carried inside a successful response (pipelines, RESP3).
+pub fn classify_server_error(err: &redis::ServerError) -> Failure {
+    classify_code(err.code())
+}
+
+/// Classifies an error returned by a connection.
+///
+/// ```
+/// use redis_retry_runtime::errors::{classify, Delivery, Failure};
+/// let refused = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+/// assert_eq!(classify(&refused), Failure::Transient(Delivery::NotApplied));
+/// let reset = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+/// assert_eq!(classify(&reset), Failure::Transient(Delivery::Ambiguous));
+/// ```
+pub fn classify(err: &RedisError) -> Failure {
+    if err.is_connection_refusal() {
+        return Failure::Transient(Delivery::NotApplied);
+    }
+    if err.is_timeout() || err.is_connection_dropped() || err.is_io_error() {
+        return Failure::Transient(Delivery::Ambiguous);
+    }
+    // An error reply carries its code, known to redis-rs (LOADING, ...) or not (NOREPLICAS, ...).
+    if let Some(code) = err.code() {
+        return classify_code(code);
+    }
+    match err.kind() {
+        // The client found no connection for the slot: nothing was sent.
+        ErrorKind::ClusterConnectionNotFound => Failure::Transient(Delivery::NotApplied),
+        ErrorKind::Io => Failure::Transient(Delivery::Ambiguous),
+        _ => Failure::Permanent,
+    }
+}
+
+/// Whether the error says Redis itself is unreachable (as opposed to refusing one command).
+///
+/// The consumer waits for Redis to come back on such errors instead of spending the task's
+/// retries, so that an outage does not empty the topic into the dead-letter queue.
+pub fn is_unreachable(err: &RedisError) -> bool {
+    err.is_connection_refusal()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_io_error()
+        || matches!(err.kind(), ErrorKind::Io | ErrorKind::ClusterConnectionNotFound)
+}
+
+/// Why a task could not be handed to Kafka.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// No producer was given to the connection and the global one was never initialised.
+    #[error(
+        "no redis-retry producer: call redis_retry::init_global_producer or RetryConnection::with_producer"
+    )]
+    NoProducer,
+    /// librdkafka refused the message (queue full, message too large, ...).
+    #[error("kafka refused the task: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The delivery report never came (the producer was dropped).
+    #[error("the producer went away before the delivery report")]
+    Canceled,
+}
+
+/// Why the producer or consumer could not be set up or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A configuration value is invalid; the message names it.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Kafka could not be reached or refused a request.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Redis could not be set up.
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+}

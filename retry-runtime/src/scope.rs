@@ -1,0 +1,119 @@
+//! The capture scope: task-local metadata that tells a [`RetryConnection`](crate::RetryConnection)
+//! to turn failed writes into tasks, and with what source, retries, mode and context.
+//!
+//! `#[redis_retry]` opens a scope around a method body; the scope lives in a tokio task-local,
+//! so it follows the future wherever it is polled (including after a `.await` on another
+//! worker thread) but not into tasks started with `tokio::spawn`, which need their own scope.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::task::{Mode, TaskContext, DEFAULT_MAX_RETRIES};
+
+/// Metadata every task captured in a scope carries.
+///
+/// ```
+/// use redis_retry_runtime::{scope::ScopeMeta, Mode};
+/// let meta = ScopeMeta::new("UserRepository.DeleteUserCache").mode(Mode::Invalidate);
+/// assert_eq!(meta.max_retries, 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeMeta {
+    /// Where the writes come from.
+    pub source: String,
+    /// Retries the consumer makes before dead-lettering.
+    pub max_retries: u32,
+    /// What the consumer does with the tasks.
+    pub mode: Mode,
+    /// Trace metadata.
+    pub context: TaskContext,
+}
+
+impl ScopeMeta {
+    /// Metadata with the seed's defaults.
+    pub fn new(source: impl Into<String>) -> Self {
+        ScopeMeta {
+            source: source.into(),
+            max_retries: DEFAULT_MAX_RETRIES,
+            mode: Mode::Replay,
+            context: TaskContext::default(),
+        }
+    }
+    /// Sets `max_retries`.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+    /// Sets the mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Sets the trace context.
+    pub fn context(mut self, context: TaskContext) -> Self {
+        self.context = context;
+        self
+    }
+}
+
+#[derive(Clone)]
+enum ScopeState {
+    Capture(Arc<ScopeMeta>),
+    // Inside the consumer: its own failed writes are its business, never a new task.
+    Suppressed,
+}
+
+tokio::task_local! {
+    static SCOPE: ScopeState;
+}
+
+/// Runs `fut` inside a capture scope: failed writes through a `RetryConnection` become tasks
+/// carrying `meta`. Nested scopes replace the outer one for their duration.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use redis_retry_runtime::scope::{self, ScopeMeta};
+/// let source = scope::capture(ScopeMeta::new("Repo.save"), async {
+///     scope::current().map(|m| m.source.clone())
+/// })
+/// .await;
+/// assert_eq!(source.as_deref(), Some("Repo.save"));
+/// assert!(scope::current().is_none());
+/// # }
+/// ```
+pub async fn capture<F: Future>(meta: ScopeMeta, fut: F) -> F::Output {
+    SCOPE.scope(ScopeState::Capture(Arc::new(meta)), fut).await
+}
+
+/// Runs `fut` with capture switched off, whatever scope or default the connections have.
+/// The consumer applies tasks this way so that its own failures are never queued again.
+pub async fn suppressed<F: Future>(fut: F) -> F::Output {
+    SCOPE.scope(ScopeState::Suppressed, fut).await
+}
+
+/// What the current task-local scope says.
+pub(crate) enum Current {
+    /// No scope: the connection's default decides.
+    None,
+    /// Capture with this metadata.
+    Capture(Arc<ScopeMeta>),
+    /// Never capture.
+    Suppressed,
+}
+
+pub(crate) fn lookup() -> Current {
+    SCOPE
+        .try_with(|s| match s {
+            ScopeState::Capture(meta) => Current::Capture(meta.clone()),
+            ScopeState::Suppressed => Current::Suppressed,
+        })
+        .unwrap_or(Current::None)
+}
+
+/// The metadata of the enclosing capture scope, if any.
+pub fn current() -> Option<Arc<ScopeMeta>> {
+    match lookup() {
+        Current::Capture(meta) => Some(meta),
+        _ => None,
+    }
+}
