@@ -3,6 +3,8 @@
 mod support;
 
 use std::future::Future;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -73,9 +75,9 @@ async fn dropping_servers_and_proxy_frees_their_ports() {
     drop(proxy);
     drop(redis);
     for addr in [redis_addr, proxy_addr] {
-        let err = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+        let err = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
             .expect_err("nothing may listen after drop");
-        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{addr}: {err}");
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{addr}: {err}");
     }
 }
 
@@ -240,6 +242,44 @@ async fn proxy_forwards_cut_fails_in_flight_and_refuses_then_restore_reconnects(
     let value: String =
         bounded("GET after restore", SHORT, fresh.get("via")).await.expect("GET after restore");
     assert_eq!(value, "proxy", "the server itself was never touched");
+}
+
+/// Plain threads and std sockets: the proxy needs no runtime from the test,
+/// and raw reads show the RST that a protocol client would blur into
+/// "connection closed".
+#[test]
+fn proxy_reset_all_sends_rst_to_both_sides() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let proxy = Proxy::start(upstream.local_addr().expect("upstream address"));
+    let mut client = TcpStream::connect(proxy.addr()).expect("connect through the proxy");
+    client.write_all(b"hello").expect("write");
+
+    upstream.set_nonblocking(true).expect("non-blocking accept");
+    let deadline = Instant::now() + SHORT;
+    let mut server = loop {
+        match upstream.accept() {
+            Ok((server, _)) => break server,
+            Err(err) if err.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(err) => panic!("the proxy never connected upstream: {err}"),
+        }
+    };
+    server.set_nonblocking(false).expect("blocking reads");
+    for stream in [&client, &server] {
+        stream.set_read_timeout(Some(SHORT)).expect("read timeout");
+    }
+    let mut hello = [0u8; 5];
+    server.read_exact(&mut hello).expect("forwarded bytes");
+    assert_eq!(&hello, b"hello");
+    assert_eq!(proxy.connections(), 1);
+
+    proxy.reset_all();
+    assert_eq!(proxy.connections(), 0);
+    for (side, stream) in [("client", &mut client), ("upstream", &mut server)] {
+        let err = stream.read(&mut hello).expect_err("a reset socket cannot be read");
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{side}: {err}");
+    }
 }
 
 #[tokio::test]

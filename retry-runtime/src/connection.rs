@@ -158,7 +158,7 @@ fn tasks_for(cmds: &[&Cmd], atomic: bool) -> Vec<(RedisTask, bool)> {
     let mut out = Vec::new();
     for cmd in cmds {
         let parts = parts(cmd);
-        let Some(spec) = commands::lookup(&parts) else {
+        let Some(class) = commands::classify(&parts) else {
             if let Some(name) = parts.first() {
                 tracing::warn!(
                     command = %String::from_utf8_lossy(name),
@@ -167,7 +167,7 @@ fn tasks_for(cmds: &[&Cmd], atomic: bool) -> Vec<(RedisTask, bool)> {
             }
             continue;
         };
-        match spec.access {
+        match class.access {
             Access::Write { idempotent } => {
                 writes_idempotent &= idempotent;
                 let name = String::from_utf8_lossy(parts[0]).into_owned();

@@ -693,7 +693,9 @@ impl RedisTask {
         if self.mode == Mode::Invalidate || self.kind == TaskKind::Lua {
             return true;
         }
-        self.commands().iter().all(|parts| commands::lookup(parts).is_some_and(|s| s.is_idempotent()))
+        self.commands().iter().all(|parts| {
+            commands::classify(parts).is_some_and(|c| matches!(c.access, Access::Write { idempotent: true }))
+        })
     }
 
     /// Every command of the task as argument lists (name first); a Lua task gives none.
@@ -889,9 +891,9 @@ impl RedisTask {
 
 fn check_write(parts: &[&[u8]]) -> Result<(), TaskError> {
     let name = || String::from_utf8_lossy(parts[0]).to_ascii_lowercase();
-    match commands::lookup(parts) {
+    match commands::classify(parts) {
         None => Err(TaskError::UnknownCommand(name())),
-        Some(spec) => match spec.access {
+        Some(commands::Classification { spec, access }) => match access {
             Access::Write { .. } => {
                 if commands::keys(spec, parts).is_empty() {
                     Err(TaskError::MissingKey(name()))

@@ -184,11 +184,10 @@ impl KafkaBroker {
                 if left.is_zero() {
                     break;
                 }
-                match consumer.poll(left.min(Duration::from_millis(100))) {
-                    Some(Ok(message)) => messages.push(message.detach()),
-                    // Transient errors (a broker briefly unreachable) are
-                    // librdkafka's to retry; the deadline bounds them.
-                    Some(Err(_)) | None => {}
+                // Errors are transient (a broker briefly unreachable) and
+                // librdkafka's to retry; the deadline bounds them.
+                if let Some(Ok(message)) = consumer.poll(left.min(Duration::from_millis(100))) {
+                    messages.push(message.detach());
                 }
             }
             messages

@@ -2,12 +2,14 @@
 //! ports, and a proxy to cut them off. Nothing is shared between tests (they
 //! may be threads of one process or separate processes), and everything a
 //! test starts is stopped when its handle drops, panics included.
-#![allow(dead_code)]
+// Each test binary uses a different subset of the harness.
+#![allow(dead_code, unused_imports)]
 
 mod kafka_broker;
 mod process;
 mod proxy;
 mod redis_server;
+pub mod stack;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,174 @@
+//! The consumer against real Redis and a real broker: retries through the tiers with growing
+//! delays, dead letters with their reasons, and bad messages that never touch Redis.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use redis::AsyncCommands;
+use redis_retry::RedisTask;
+use support::stack::{wait_until, Stack};
+use support::Proxy;
+
+fn header(msg: &OwnedMessage, key: &str) -> Option<String> {
+    msg.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+}
+
+fn task_of(msg: &OwnedMessage) -> RedisTask {
+    RedisTask::from_json(msg.payload().unwrap_or_default()).expect("valid task")
+}
+
+/// How long after it was produced a tier message was due.
+fn delay_of(msg: &OwnedMessage) -> Duration {
+    let produced =
+        DateTime::<Utc>::from_timestamp_millis(msg.timestamp().to_millis().expect("timestamp")).unwrap();
+    let due = task_of(msg).not_before.expect("not_before on a tier message");
+    (due - produced).to_std().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_keeps_failing_climbs_the_tiers_with_growing_delays_then_is_dead_lettered() {
+    let mut stack = Stack::start().await;
+    let mut admin = stack.conn().await;
+    // Reachable but refusing writes (NOREPLICAS): a transient failure that spends retries.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg(1)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let task = RedisTask::set("stuck", "v", Duration::ZERO)
+        .unwrap()
+        .with_source("RetryTest")
+        .with_max_retries(3)
+        .unwrap();
+    stack.producer.publish_and_wait(&task).await.unwrap();
+    let config = stack.consumer_config();
+    stack.spawn_consumer(config, &stack.redis.url()).await;
+
+    let dlq = stack.kafka.read_messages(&format!("{}.dlq", stack.topic), 1, Duration::from_secs(60)).await;
+    assert_eq!(dlq.len(), 1, "dead-lettered after its retries");
+    assert_eq!(header(&dlq[0], "reason").as_deref(), Some("max_retries"));
+    assert!(header(&dlq[0], "error").unwrap_or_default().contains("NOREPLICAS"));
+    let dead = task_of(&dlq[0]);
+    assert_eq!((dead.retry_count, dead.max_retries), (3, 3));
+    assert_eq!(dead.id, task.id, "the same task all the way");
+
+    let mut delays = Vec::new();
+    for tier in 1..=3 {
+        let msgs = stack
+            .kafka
+            .read_messages(&format!("{}.retry.{tier}", stack.topic), 2, Duration::from_secs(3))
+            .await;
+        assert_eq!(msgs.len(), 1, "one message in tier {tier}");
+        assert_eq!(task_of(&msgs[0]).retry_count, tier);
+        delays.push(delay_of(&msgs[0]));
+    }
+    println!("retry delays: {delays:?}");
+    assert!(delays[0] < delays[1] && delays[1] < delays[2], "delays grow: {delays:?}");
+    assert!(delays[0] >= Duration::from_millis(200), "backoff, not an immediate retry: {delays:?}");
+    assert_eq!(admin.get::<_, Option<String>>("stuck").await.unwrap(), None);
+    stack.stop_consumer().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_forbidden_messages_are_dead_lettered_and_leave_redis_untouched() {
+    let mut stack = Stack::start().await;
+    let mut admin = stack.conn().await;
+    let _: () = admin.set("keep", "1").await.unwrap();
+    let topic = stack.topic.clone();
+    let bad: Vec<(&[u8], &str)> = vec![
+        (b"{not json", "malformed"),
+        (br#"{"type":"simple","command":"flushall","args":[]}"#, "forbidden"),
+        (br#"{"type":"simple","command":"get","args":["keep"]}"#, "forbidden"),
+        (br#"{"type":"simple","command":"frobnicate","args":["keep"]}"#, "unknown_command"),
+        (br#"{"type":"pipeline","pipeline_cmds":[]}"#, "malformed"),
+        (br#"{"type":"lua","lua_script":"redis.call('FLUSHALL')","lua_keys":[],"lua_args":[]}"#, "forbidden"),
+    ];
+    for (payload, _) in &bad {
+        stack.kafka.produce(&topic, Some(b"k"), payload).await;
+    }
+    let good = RedisTask::set("good", "yes", Duration::ZERO).unwrap();
+    stack.producer.publish_and_wait(&good).await.unwrap();
+    let config = stack.consumer_config().max_task_bytes(4096);
+    stack.spawn_consumer(config, &stack.redis.url()).await;
+    stack.kafka.produce(&topic, None, &vec![b' '; 5000]).await;
+
+    wait_until("the good task behind the bad ones", Duration::from_secs(30), || {
+        let mut c = admin.clone();
+        async move { c.get::<_, Option<String>>("good").await.ok().flatten().as_deref() == Some("yes") }
+    })
+    .await;
+    let dlq =
+        stack.kafka.read_messages(&format!("{topic}.dlq"), bad.len() + 1, Duration::from_secs(20)).await;
+    let reasons: Vec<String> = dlq.iter().map(|m| header(m, "reason").unwrap_or_default()).collect();
+    let mut expected: Vec<String> = bad.iter().map(|(_, r)| r.to_string()).collect();
+    expected.push("oversize".into());
+    assert_eq!(reasons, expected);
+    assert_eq!(dlq[0].payload(), Some(&b"{not json"[..]), "the bad payload is kept as it was");
+    let keys: Vec<String> = admin.keys("*").await.unwrap();
+    let mut keys = keys;
+    keys.sort();
+    assert_eq!(keys, ["good", "keep"], "nothing else touched Redis");
+    stack.stop_consumer().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_and_an_expired_task_go_to_the_dlq_at_once() {
+    let mut stack = Stack::start().await;
+    let mut admin = stack.conn().await;
+    let _: () = admin.set("str", "x").await.unwrap();
+    let wrongtype = RedisTask::sadd("str", ["m"]).unwrap();
+    let mut old = RedisTask::set("old", "stale", Duration::ZERO).unwrap();
+    old.captured_at = Utc::now() - chrono::Duration::hours(2);
+    stack.producer.publish_and_wait(&wrongtype).await.unwrap();
+    stack.producer.publish_and_wait(&old).await.unwrap();
+    let config = stack.consumer_config().max_age(Duration::from_secs(3600));
+    stack.spawn_consumer(config, &stack.redis.url()).await;
+    let dlq = stack.kafka.read_messages(&format!("{}.dlq", stack.topic), 2, Duration::from_secs(20)).await;
+    let reasons: Vec<String> = dlq.iter().map(|m| header(m, "reason").unwrap_or_default()).collect();
+    assert_eq!(reasons, ["permanent_error", "expired"]);
+    assert!(header(&dlq[0], "error").unwrap_or_default().contains("WRONGTYPE"));
+    for tier in 1..=3 {
+        let retried = stack
+            .kafka
+            .read_messages(&format!("{}.retry.{tier}", stack.topic), 1, Duration::from_millis(500))
+            .await;
+        assert!(retried.is_empty(), "a permanent failure is never retried");
+    }
+    assert_eq!(admin.get::<_, Option<String>>("old").await.unwrap(), None, "a stale task is not replayed");
+    stack.stop_consumer().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_the_consumer_waits_instead_of_spending_retries() {
+    let mut stack = Stack::start().await;
+    let proxy = Proxy::start(stack.redis.addr());
+    let config = stack.consumer_config();
+    stack.spawn_consumer(config, &proxy.url()).await;
+    proxy.cut();
+    let task = RedisTask::set("patient", "v", Duration::ZERO).unwrap().with_max_retries(1).unwrap();
+    stack.producer.publish_and_wait(&task).await.unwrap();
+    // Longer than every retry delay put together: a consumer spending retries would have
+    // dead-lettered the task by now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let admin = stack.conn().await;
+    assert_eq!(admin.clone().get::<_, Option<String>>("patient").await.unwrap(), None, "Redis was cut off");
+    proxy.restore();
+    wait_until("the task once Redis is back", Duration::from_secs(30), || {
+        let mut c = admin.clone();
+        async move { c.get::<_, Option<String>>("patient").await.ok().flatten().as_deref() == Some("v") }
+    })
+    .await;
+    for topic in [format!("{}.dlq", stack.topic), format!("{}.retry.1", stack.topic)] {
+        let msgs = stack.kafka.read_messages(&topic, 1, Duration::from_secs(1)).await;
+        assert!(msgs.is_empty(), "nothing sent to {topic} during the outage");
+    }
+    stack.stop_consumer().await.unwrap();
+}

@@ -1,0 +1,143 @@
+//! A whole redis-retry setup for one test: Redis, a broker, the topics, a producer and, on
+//! demand, a consumer running in the test's runtime.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use redis_retry::{ConsumerConfig, ProducerConfig, RedisRetryConsumer, RetryProducer, SetupError};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{unique, KafkaBroker, RedisServer};
+
+/// Redis + broker + topics + producer.
+pub struct Stack {
+    pub redis: RedisServer,
+    pub kafka: KafkaBroker,
+    pub topic: String,
+    pub producer: RetryProducer,
+    consumer: Option<RunningConsumer>,
+}
+
+/// The stop signal and the task of a consumer running in the background.
+type RunningConsumer = (oneshot::Sender<()>, JoinHandle<Result<(), SetupError>>);
+
+impl Stack {
+    /// Starts Redis and a broker, creates the topics (main, tiers, DLQ) and a producer.
+    pub async fn start() -> Stack {
+        super::init_tracing();
+        let redis = RedisServer::start();
+        let kafka = KafkaBroker::start();
+        let topic = unique("tasks");
+        let producer =
+            RetryProducer::new(&ProducerConfig::new(kafka.bootstrap()).topic(&topic)).expect("producer");
+        producer.ensure_topics(1, 1).await.expect("create topics");
+        Stack { redis, kafka, topic, producer, consumer: None }
+    }
+
+    /// A consumer configuration for this stack with short retry delays.
+    pub fn consumer_config(&self) -> ConsumerConfig {
+        ConsumerConfig::new(self.kafka.bootstrap())
+            .topic(&self.topic)
+            .group(unique("group"))
+            .retry_base_delay(Duration::from_millis(300))
+            .retry_max_delay(Duration::from_secs(2))
+            .partitions(1)
+    }
+
+    /// Runs a consumer with `config` against `redis_url` until [`stop_consumer`](Self::stop_consumer).
+    pub async fn spawn_consumer(&mut self, config: ConsumerConfig, redis_url: &str) {
+        let client = redis::Client::open(redis_url).expect("redis url");
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        let conn =
+            client.get_connection_manager_with_config(manager_config).await.expect("connection manager");
+        let consumer = RedisRetryConsumer::new(config, conn).expect("consumer");
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(consumer.run(async move {
+            let _ = rx.await;
+        }));
+        self.consumer = Some((tx, handle));
+    }
+
+    /// Stops the consumer started by [`spawn_consumer`](Self::spawn_consumer) and returns how it ended.
+    pub async fn stop_consumer(&mut self) -> Result<(), SetupError> {
+        let (tx, handle) = self.consumer.take().expect("no consumer running");
+        let _ = tx.send(());
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("consumer did not stop within 30 s")
+            .expect("consumer task panicked")
+    }
+
+    /// A connection to the test's Redis.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        self.redis.conn().await
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every key of the current database with its type, value and whether it has a TTL, sorted:
+/// two databases with equal snapshots hold the same data.
+pub async fn snapshot(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(String, String, String, bool)> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(conn).await.expect("KEYS");
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query_async(conn).await.expect("TYPE");
+        let value = match kind.as_str() {
+            "string" => {
+                let v: Vec<u8> = redis::cmd("GET").arg(&key).query_async(conn).await.expect("GET");
+                format!("{v:?}")
+            }
+            "hash" => {
+                let mut v: Vec<(Vec<u8>, Vec<u8>)> =
+                    redis::cmd("HGETALL").arg(&key).query_async(conn).await.expect("HGETALL");
+                v.sort();
+                format!("{v:?}")
+            }
+            "set" => {
+                let mut v: Vec<Vec<u8>> =
+                    redis::cmd("SMEMBERS").arg(&key).query_async(conn).await.expect("SMEMBERS");
+                v.sort();
+                format!("{v:?}")
+            }
+            "list" => {
+                let v: Vec<Vec<u8>> =
+                    redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query_async(conn).await.expect("LRANGE");
+                format!("{v:?}")
+            }
+            "zset" => {
+                let v: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query_async(conn)
+                    .await
+                    .expect("ZRANGE");
+                format!("{v:?}")
+            }
+            other => other.to_string(),
+        };
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(conn).await.expect("PTTL");
+        out.push((key, kind, value, ttl > 0));
+    }
+    out
+}
