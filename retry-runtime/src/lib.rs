@@ -38,3 +38,20 @@ pub use producer::{
 pub use scope::ScopeMeta;
 pub use script::Script;
 pub use task::{Arg, Mode, RedisCmd, RedisTask, TaskContext, TaskKind, DEFAULT_MAX_RETRIES};
+
+/// What `#[redis_retry]` expands to calls; not a public API, may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::scope::{capture, ScopeMeta};
+    pub use crate::task::{Mode, TaskContext};
+
+    /// Builds the scope metadata at the start of an annotated call.
+    pub fn meta(
+        source: &'static str,
+        max_retries: u32,
+        mode: Mode,
+        context: Option<TaskContext>,
+    ) -> ScopeMeta {
+        ScopeMeta { source: source.to_string(), max_retries, mode, context: context.unwrap_or_default() }
+    }
+}

@@ -283,6 +283,12 @@ pub struct TaskContext {
     pub device_id: String,
 }
 
+impl From<&TaskContext> for TaskContext {
+    fn from(ctx: &TaskContext) -> Self {
+        ctx.clone()
+    }
+}
+
 impl TaskContext {
     /// An empty context.
     pub fn new() -> Self {
