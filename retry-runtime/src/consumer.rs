@@ -322,6 +322,9 @@ where
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            // A retry is due at a precise time; a long-held empty fetch would add up to its
+            // duration to every delay (and some brokers hold fetches even when data waits).
+            .set("fetch.wait.max.ms", "100")
             .set("max.poll.interval.ms", poll_interval);
         for (k, v) in &self.config.properties {
             cfg.set(k, v);

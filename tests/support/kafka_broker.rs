@@ -16,6 +16,11 @@ use super::unique;
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const PORT_ATTEMPTS: usize = 3;
+/// Tansu holds every Fetch for fetch.wait.max.ms (half of it when that is
+/// 250 ms or more) even when data is waiting, unlike Kafka, which answers as
+/// soon as fetch.min.bytes are there. librdkafka's 500 ms default would make
+/// each read in a test take a quarter to half a second.
+const FETCH_WAIT_MS: &str = "50";
 const INSTALL_HINT: &str = "cargo install --locked tansu --version 0.6.0 --features dynostore";
 
 /// A Kafka-protocol broker: the one in KAFKA_BROKERS when that is set (no
@@ -51,6 +56,14 @@ impl KafkaBroker {
 
         let program = tansu_program();
         let mut process = ServerProcess::new("tansu", program);
+        // Tansu reads its settings from these too; one meant for something
+        // else in the test's environment must not reach it.
+        for name in ["SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT", "DATA_LAKE"] {
+            process.env(name, None);
+        }
+        // RUST_LOG is usually set to debug the code under test, and tansu's
+        // debug output is large; TANSU_RUST_LOG asks for it explicitly.
+        process.env("RUST_LOG", std::env::var_os("TANSU_RUST_LOG"));
         let cluster_id = unique("tansu");
         for attempt in 1..=PORT_ATTEMPTS {
             let port = free_port();
@@ -70,6 +83,12 @@ impl KafkaBroker {
             }
         }
         unreachable!("the last attempt either returns or panics")
+    }
+
+    /// False for a broker from KAFKA_BROKERS, which cannot be stopped or
+    /// restarted; tests that need that skip themselves.
+    pub fn is_managed(&self) -> bool {
+        self.tansu.is_some()
     }
 
     /// "127.0.0.1:PORT" (or KAFKA_BROKERS as given).
@@ -148,6 +167,7 @@ impl KafkaBroker {
             .set("group.id", group)
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
             .create()
             .unwrap_or_else(|err| panic!("create Kafka consumer in group {group}: {err}"))
     }
@@ -163,6 +183,8 @@ impl KafkaBroker {
             .set("group.id", unique("harness-read"))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
             .create()
             .expect("create Kafka consumer");
         let topic = topic.to_owned();
@@ -175,8 +197,13 @@ impl KafkaBroker {
                 return messages;
             };
             let mut assignment = TopicPartitionList::new();
+            // An absolute offset skips the ListOffsets round trip that
+            // Offset::Beginning needs, which librdkafka first tries before the
+            // broker connection is up and then retries only after 500 ms. A
+            // broker whose log no longer starts at 0 answers out-of-range and
+            // auto.offset.reset=earliest moves to its start.
             for partition in partitions {
-                assignment.add_partition_offset(&topic, partition, Offset::Beginning).expect("valid offset");
+                assignment.add_partition_offset(&topic, partition, Offset::Offset(0)).expect("valid offset");
             }
             consumer.assign(&assignment).expect("assign partitions");
             while messages.len() < n {

@@ -31,6 +31,11 @@ pub(crate) struct ServerProcess {
     name: &'static str,
     program: PathBuf,
     log_path: PathBuf,
+    /// Variables to set (Some) or remove (None) in the child's environment.
+    env: Vec<(&'static str, Option<OsString>)>,
+    /// Where the current run's output starts in the log, so that an earlier
+    /// run's failure is not mistaken for this one's.
+    run_starts_at: u64,
     child: Option<Child>,
 }
 
@@ -40,7 +45,11 @@ impl ServerProcess {
         std::fs::create_dir_all(&dir)
             .unwrap_or_else(|err| panic!("create log directory {}: {err}", dir.display()));
         let log_path = dir.join(format!("{}.log", super::unique(name)));
-        ServerProcess { name, program, log_path, child: None }
+        ServerProcess { name, program, log_path, env: Vec::new(), run_starts_at: 0, child: None }
+    }
+
+    pub(crate) fn env(&mut self, name: &'static str, value: Option<OsString>) {
+        self.env.push((name, value));
     }
 
     pub(crate) fn log_path(&self) -> &Path {
@@ -60,9 +69,16 @@ impl ServerProcess {
             self.program.display(),
             args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>()
         );
+        self.run_starts_at = log.metadata().map(|m| m.len()).unwrap_or(0);
         let stderr = log.try_clone().expect("clone log file handle");
         let mut command = Command::new(&self.program);
         command.args(args).stdin(Stdio::null()).stdout(log).stderr(stderr);
+        for (name, value) in &self.env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
         kill_with_parent(&mut command);
         let child = spawn_from_long_lived_thread(command).unwrap_or_else(|err| {
             panic!("failed to spawn {} ({}): {err}", self.name, self.program.display())
@@ -119,10 +135,14 @@ impl ServerProcess {
 
     /// The last `max_bytes` of the log, for panic messages.
     pub(crate) fn log_tail(&self, max_bytes: u64) -> String {
+        self.read_log(|len| len.saturating_sub(max_bytes))
+    }
+
+    fn read_log(&self, start: impl FnOnce(u64) -> u64) -> String {
         let read = || -> io::Result<String> {
             let mut file = File::open(&self.log_path)?;
             let len = file.metadata()?.len();
-            file.seek(SeekFrom::Start(len.saturating_sub(max_bytes)))?;
+            file.seek(SeekFrom::Start(start(len)))?;
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -133,7 +153,8 @@ impl ServerProcess {
     /// Whether the log shows a failed bind, i.e. another test took the port
     /// between `free_port` and the spawn.
     pub(crate) fn lost_port_race(&self) -> bool {
-        let tail = self.log_tail(4096).to_ascii_lowercase();
+        let run_start = self.run_starts_at;
+        let tail = self.read_log(|len| run_start.max(len.saturating_sub(4096))).to_ascii_lowercase();
         tail.contains("address already in use") || tail.contains("addrinuse")
     }
 

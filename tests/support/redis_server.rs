@@ -18,7 +18,7 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts and waits until it answers PING.
+    /// Starts and waits until it serves commands.
     pub fn start() -> RedisServer {
         let program = PathBuf::from(REDIS_SERVER);
         assert!(
@@ -104,6 +104,12 @@ impl RedisServer {
 
     pub fn log_path(&self) -> &std::path::Path {
         self.process.log_path()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
