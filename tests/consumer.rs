@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use redis::AsyncCommands;
-use redis_retry::RedisTask;
+use redis_retry::{RedisTask, RetryConnection};
 use support::stack::{wait_until, Stack};
 use support::Proxy;
 
@@ -170,5 +170,25 @@ async fn while_redis_is_down_the_consumer_waits_instead_of_spending_retries() {
         let msgs = stack.kafka.read_messages(&topic, 1, Duration::from_secs(1)).await;
         assert!(msgs.is_empty(), "nothing sent to {topic} during the outage");
     }
+    stack.stop_consumer().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumers_own_failed_writes_are_never_captured_again() {
+    let mut stack = Stack::start().await;
+    let mut admin = stack.conn().await;
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(1).query_async(&mut admin).await.unwrap();
+    // Even handed a connection that captures every failed write, the consumer must not feed
+    // its own failures back into the queue: that would be a retry loop.
+    let manager = stack.redis.client().get_connection_manager().await.unwrap();
+    let capturing = RetryConnection::new(manager).capture_all("loop").with_producer(stack.producer.clone());
+    let task = RedisTask::set("loop", "v", Duration::ZERO).unwrap().with_max_retries(1).unwrap();
+    stack.producer.publish_and_wait(&task).await.unwrap();
+    let config = stack.consumer_config();
+    stack.spawn_consumer_on(config, capturing);
+    let dlq = stack.kafka.read_messages(&format!("{}.dlq", stack.topic), 1, Duration::from_secs(30)).await;
+    assert_eq!(dlq.len(), 1, "the task ran its course");
+    let main = stack.kafka.read_messages(&stack.topic, 2, Duration::from_secs(2)).await;
+    assert_eq!(main.len(), 1, "only the original task is on the main topic");
     stack.stop_consumer().await.unwrap();
 }

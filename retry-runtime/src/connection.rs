@@ -316,3 +316,56 @@ impl<C: ConnectionLike + Send> ConnectionLike for RetryConnection<C> {
         self.inner.get_db()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usable_as_a_connection<T: ConnectionLike + Clone + Send + Sync + 'static>() {}
+
+    #[test]
+    fn wraps_every_async_connection_of_redis_rs() {
+        usable_as_a_connection::<RetryConnection<redis::aio::MultiplexedConnection>>();
+        usable_as_a_connection::<RetryConnection<redis::aio::ConnectionManager>>();
+        usable_as_a_connection::<RetryConnection<redis::cluster_async::ClusterConnection>>();
+    }
+
+    fn cmd(args: &[&str]) -> Cmd {
+        let mut c = redis::cmd(args[0]);
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        c
+    }
+
+    #[test]
+    fn reads_and_control_commands_make_no_task() {
+        let (get, ping, multi) = (cmd(&["GET", "k"]), cmd(&["PING"]), cmd(&["MULTI"]));
+        assert!(tasks_for(&[&get, &ping, &multi], false).is_empty());
+    }
+
+    #[test]
+    fn writes_and_scripts_are_split_into_one_write_task_and_one_task_per_script() {
+        let set = cmd(&["SET", "a", "1"]);
+        let incr = cmd(&["INCR", "n"]);
+        let eval = cmd(&["EVAL", "return 1", "1", "k", "arg"]);
+        let get = cmd(&["GET", "b"]);
+        let tasks = tasks_for(&[&set, &get, &eval, &incr], false);
+        assert_eq!(tasks.len(), 2);
+        let (pipe, idempotent) = &tasks[0];
+        assert_eq!(pipe.pipeline_cmds.len(), 2);
+        assert!(!idempotent, "INCR makes the pipeline non-idempotent");
+        assert_eq!(tasks[1].0.lua_keys.len(), 1);
+        assert_eq!(tasks[1].0.lua_args.len(), 1);
+    }
+
+    #[test]
+    fn evalsha_of_an_unknown_script_cannot_be_captured_but_a_registered_one_can() {
+        let unknown = cmd(&["EVALSHA", "0123456789012345678901234567890123456789", "0"]);
+        assert!(tasks_for(&[&unknown], false).is_empty());
+        let script = crate::Script::new("return 'registered'");
+        let known = cmd(&["EVALSHA", script.get_hash(), "0"]);
+        let tasks = tasks_for(&[&known], false);
+        assert_eq!(tasks[0].0.lua_script, "return 'registered'");
+    }
+}

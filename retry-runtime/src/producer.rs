@@ -215,6 +215,15 @@ impl std::fmt::Debug for RetryProducer {
 }
 
 impl RetryProducer {
+    /// Creates the producer and the topics that are missing (main, retry tiers, dead letters;
+    /// 3 partitions, replication 1), so that the first task has somewhere to go even on a
+    /// broker that does not create topics on its own.
+    pub async fn connect(config: &ProducerConfig) -> Result<Self, SetupError> {
+        let producer = Self::new(config)?;
+        producer.ensure_topics(3, 1).await?;
+        Ok(producer)
+    }
+
     /// Creates the producer (no network traffic yet).
     pub fn new(config: &ProducerConfig) -> Result<Self, SetupError> {
         let topics = config.topics();

@@ -53,6 +53,14 @@ impl Stack {
             .set_response_timeout(Some(Duration::from_secs(2)));
         let conn =
             client.get_connection_manager_with_config(manager_config).await.expect("connection manager");
+        self.spawn_consumer_on(config, conn);
+    }
+
+    /// Runs a consumer with `config` that applies tasks through `conn`.
+    pub fn spawn_consumer_on<C>(&mut self, config: ConsumerConfig, conn: C)
+    where
+        C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+    {
         let consumer = RedisRetryConsumer::new(config, conn).expect("consumer");
         let (tx, rx) = oneshot::channel();
         let handle = tokio::spawn(consumer.run(async move {
