@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis_retry::scope::{self, ScopeMeta};
 use redis_retry::{Mode, RedisTask, RetryConnection, Script, TaskContext, TaskKind};
-use support::stack::{wait_until, Stack};
+use support::stack::{refuse_writes, wait_until, Stack};
 use support::Proxy;
 
 type Conn = RetryConnection<redis::aio::ConnectionManager>;
@@ -156,13 +156,7 @@ async fn an_error_reply_saying_not_now_is_captured_per_command() {
     let mut conn = connect(&stack, &proxy).await;
     let mut admin = stack.conn().await;
     // With no replica attached Redis answers every write with NOREPLICAS: reachable, not writable.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("min-replicas-to-write")
-        .arg(1)
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    refuse_writes(&mut admin, true).await;
 
     let result: redis::RedisResult<()> = scope::capture(ScopeMeta::new("Repo.noreplicas"), async {
         redis::pipe().set("k1", "v1").get("k2").query_async(&mut conn).await
@@ -175,13 +169,7 @@ async fn an_error_reply_saying_not_now_is_captured_per_command() {
     assert_eq!(tasks[0].command.to_ascii_uppercase(), "SET");
     assert!(tasks[0].original_err.contains("NOREPLICAS"), "{}", tasks[0].original_err);
 
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("min-replicas-to-write")
-        .arg(0)
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    refuse_writes(&mut admin, false).await;
     let config = stack.consumer_config();
     stack.spawn_consumer(config, &stack.redis.url()).await;
     wait_until("k1 to be written", Duration::from_secs(30), || {

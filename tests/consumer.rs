@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use redis::AsyncCommands;
 use redis_retry::{RedisTask, RetryConnection};
-use support::stack::{wait_until, Stack};
+use support::stack::{refuse_writes, wait_until, Stack};
 use support::Proxy;
 
 fn header(msg: &OwnedMessage, key: &str) -> Option<String> {
@@ -36,13 +36,7 @@ async fn a_task_that_keeps_failing_climbs_the_tiers_with_growing_delays_then_is_
     let mut stack = Stack::start().await;
     let mut admin = stack.conn().await;
     // Reachable but refusing writes (NOREPLICAS): a transient failure that spends retries.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("min-replicas-to-write")
-        .arg(1)
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    refuse_writes(&mut admin, true).await;
     let task = RedisTask::set("stuck", "v", Duration::ZERO)
         .unwrap()
         .with_source("RetryTest")
@@ -177,7 +171,7 @@ async fn while_redis_is_down_the_consumer_waits_instead_of_spending_retries() {
 async fn the_consumers_own_failed_writes_are_never_captured_again() {
     let mut stack = Stack::start().await;
     let mut admin = stack.conn().await;
-    let _: () = redis::cmd("CONFIG").arg("SET").arg("min-replicas-to-write").arg(1).query_async(&mut admin).await.unwrap();
+    refuse_writes(&mut admin, true).await;
     // Even handed a connection that captures every failed write, the consumer must not feed
     // its own failures back into the queue: that would be a retry loop.
     let manager = stack.redis.client().get_connection_manager().await.unwrap();

@@ -85,6 +85,18 @@ impl Stack {
     }
 }
 
+/// Makes Redis answer every write with `NOREPLICAS` (it demands a replica it does not have),
+/// or stop doing so: a Redis that is reachable but refuses writes for a while.
+pub async fn refuse_writes(conn: &mut redis::aio::MultiplexedConnection, refuse: bool) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg(u8::from(refuse))
+        .query_async(conn)
+        .await
+        .expect("CONFIG SET min-replicas-to-write");
+}
+
 /// Polls `check` every 50 ms until it returns true; panics with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
