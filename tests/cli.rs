@@ -3,74 +3,14 @@
 
 mod support;
 
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis_retry::RedisTask;
+use support::binary::Consumer;
 use support::stack::{wait_until, Stack};
 use support::{redis_retry_bin, unique};
-
-/// A running `redis-retry consume`; killed when dropped.
-struct Consumer {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Consumer {
-    fn start(stack: &Stack, group: &str, extra: &[&str]) -> Consumer {
-        let log = std::env::temp_dir().join(format!("{}.log", unique("redis-retry-consume")));
-        let out = File::create(&log).expect("log file");
-        let child = Command::new(redis_retry_bin())
-            .args(["consume", "--retry-base-delay", "300ms", "--retry-max-delay", "2s", "--partitions", "1"])
-            .args(extra)
-            .env_clear()
-            .env("REDIS_RETRY_BROKERS", stack.kafka.bootstrap())
-            .env("REDIS_RETRY_TOPIC", &stack.topic)
-            .env("REDIS_RETRY_GROUP", group)
-            .env("REDIS_RETRY_REDIS_URL", stack.redis.url())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn redis-retry");
-        Consumer { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY-free: kill(2) through the libc crate has no memory-safety preconditions.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(rc, 0, "kill({sig}) failed");
-    }
-
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-retry did not exit within {timeout:?}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Messages exactly as Go's encoding/json marshals the seed's RedisTask.
 fn seed_messages() -> Vec<String> {
@@ -213,12 +153,12 @@ async fn a_consumer_killed_and_restarted_mid_stream_loses_no_task() {
 #[test]
 fn bad_configuration_is_a_clear_error_with_exit_code_2() {
     let cases: &[(&[&str], &str)] = &[
-        (&["consume", "--redis-url", "nosuch://x"], "--redis-url"),
+        (&["consume", "--redis-url", "nosuch://x"], "redis_url"),
         (&["consume", "--topic", "bad topic"], "topic"),
         (&["consume", "--retry-base-delay", "soon"], "--retry-base-delay"),
         (&["consume", "--retry-tiers", "0"], "retry_tiers"),
         (&["consume", "--kafka-property", "novalue"], "--kafka-property"),
-        (&["consume", "--log-level", "[[["], "--log-level"),
+        (&["consume", "--log-level", "[[["], "log_level"),
         (&["consume", "--brokers", ""], "brokers"),
     ];
     for (args, names) in cases {

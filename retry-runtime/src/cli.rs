@@ -1,132 +1,263 @@
-//! The `redis-retry` command line: `redis-retry consume` runs the consumer as a service.
+//! The `redis-retry` command line: the consumer service and the operator's tools.
 //!
-//! Settings come from flags, then `REDIS_RETRY_*` environment variables, then defaults. A bad
-//! setting ends the program with one message naming it and exit code 2.
+//! Settings come from flags, then `REDIS_RETRY_*` environment variables, then the TOML file
+//! given with `--config`, then defaults ([`config`](crate::config)). A bad setting ends the
+//! program with one message naming it and exit code 2.
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 
-use crate::consumer::{ConsumerConfig, RedisRetryConsumer, DEFAULT_GROUP};
+use crate::config::{LogFormat, Settings};
+use crate::consumer::RedisRetryConsumer;
+use crate::dlq::{Dlq, DlqEntry, Filter};
 use crate::errors::SetupError;
-use crate::producer::DEFAULT_TOPIC;
+use crate::producer::RetryProducer;
+use crate::task::RedisTask;
 
 /// Exit code for a bad setting (as clap uses for bad flags).
 pub const EXIT_CONFIG: u8 = 2;
-/// Exit code for a failure while running.
+/// Exit code for a failure while running, or input lines that were rejected.
 pub const EXIT_FAILURE: u8 = 1;
 
 /// Top-level command line.
 #[derive(Debug, Parser)]
 #[command(name = "redis-retry", version, about = "Re-applies failed Redis writes queued on Kafka")]
 pub struct Cli {
-    /// Log output format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "REDIS_RETRY_LOG_FORMAT")]
-    pub log_format: LogFormat,
-    /// Log filter, e.g. `info` or `redis_retry_runtime=debug`.
-    #[arg(long, global = true, default_value = "info", env = "REDIS_RETRY_LOG")]
-    pub log_level: String,
+    /// TOML file with settings (flags and REDIS_RETRY_* variables override it).
+    #[arg(long, global = true, env = "REDIS_RETRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogFlags,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Log output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
+/// Logging flags, accepted by every subcommand.
+#[derive(Debug, Default, Args, Serialize)]
+pub struct LogFlags {
+    /// Log output format [env: REDIS_RETRY_LOG_FORMAT] [default: text].
+    #[arg(long, global = true, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `redis_retry_runtime=debug` [env: REDIS_RETRY_LOG_LEVEL] [default: info].
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+/// Where the tasks live.
+#[derive(Debug, Default, Args, Serialize)]
+pub struct KafkaFlags {
+    /// Kafka bootstrap servers [env: REDIS_RETRY_BROKERS] [default: localhost:9092].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<String>,
+    /// Main topic; tiers are `<topic>.retry.<n>`, dead letters `<topic>.dlq` [env: REDIS_RETRY_TOPIC] [default: redis-retry-queue].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Consumer group [env: REDIS_RETRY_GROUP] [default: redis-retry-consumer-group].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Number of retry tiers [env: REDIS_RETRY_RETRY_TIERS] [default: 3].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_tiers: Option<usize>,
+    /// Partitions of topics it creates [env: REDIS_RETRY_PARTITIONS] [default: 3].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    /// Replication factor of topics it creates [env: REDIS_RETRY_REPLICATION] [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<i32>,
+    /// librdkafka property, `key=value` (repeatable), e.g. `-X security.protocol=ssl`.
+    #[arg(long = "kafka-property", short = 'X', value_name = "KEY=VALUE", value_parser = key_value)]
+    #[serde(rename = "kafka", serialize_with = "as_map", skip_serializing_if = "Vec::is_empty")]
+    pub kafka_properties: Vec<(String, String)>,
+}
+
+/// How the consumer applies tasks.
+#[derive(Debug, Default, Args, Serialize)]
+pub struct ConsumeFlags {
+    /// Redis to apply tasks to (`redis://`, `rediss://` for TLS, `redis://user:pass@host/db`) [env: REDIS_RETRY_REDIS_URL] [default: redis://127.0.0.1:6379/].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// Delay before the first retry (doubles per retry, ±20 % jitter), e.g. `1s`, `250ms` [env: REDIS_RETRY_RETRY_BASE_DELAY] [default: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub retry_base_delay: Option<Duration>,
+    /// Longest delay between retries [env: REDIS_RETRY_RETRY_MAX_DELAY] [default: 5m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub retry_max_delay: Option<Duration>,
+    /// Tasks older than this are dead-lettered as expired [env: REDIS_RETRY_MAX_AGE] [default: 24h].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+    /// Larger messages are dead-lettered as oversize [env: REDIS_RETRY_MAX_TASK_BYTES] [default: 1048576].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_task_bytes: Option<usize>,
+    /// Replay Lua tasks (a script body can do anything) [env: REDIS_RETRY_ALLOW_LUA] [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_lua: Option<bool>,
+    /// Create missing topics at start [env: REDIS_RETRY_CREATE_TOPICS] [default: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_topics: Option<bool>,
+    /// Serve Prometheus metrics on /metrics and a health check on /health at this address [env: REDIS_RETRY_METRICS_ADDR].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Consume the retry topics and apply the tasks to Redis until SIGINT or SIGTERM.
-    Consume(ConsumeArgs),
+    Consume {
+        /// Kafka settings.
+        #[command(flatten)]
+        kafka: KafkaFlags,
+        /// Consumer settings.
+        #[command(flatten)]
+        consume: ConsumeFlags,
+    },
+    /// Inspect and act on the dead-letter topic.
+    Dlq {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: DlqCommand,
+    },
+    /// Publish tasks given as JSON lines on standard input (each one checked first).
+    Enqueue {
+        /// Kafka settings.
+        #[command(flatten)]
+        kafka: KafkaFlags,
+    },
+    /// Manage the topics.
+    Topics {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: TopicsCommand,
+    },
+    /// Print the settings as resolved from flags, environment, file and defaults.
+    Config {
+        /// Kafka settings.
+        #[command(flatten)]
+        kafka: KafkaFlags,
+        /// Consumer settings.
+        #[command(flatten)]
+        consume: ConsumeFlags,
+    },
 }
 
-/// Settings of `redis-retry consume`.
-#[derive(Debug, Args)]
-pub struct ConsumeArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "REDIS_RETRY_BROKERS", default_value = "localhost:9092")]
-    pub brokers: String,
-    /// Main topic; retry tiers are `<topic>.retry.<n>`, dead letters `<topic>.dlq`.
-    #[arg(long, env = "REDIS_RETRY_TOPIC", default_value = DEFAULT_TOPIC)]
-    pub topic: String,
-    /// Consumer group.
-    #[arg(long, env = "REDIS_RETRY_GROUP", default_value = DEFAULT_GROUP)]
-    pub group: String,
-    /// Redis to apply tasks to (`redis://`, `rediss://` for TLS, `redis://user:pass@host/db`).
-    #[arg(long, env = "REDIS_RETRY_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
-    pub redis_url: String,
-    /// Number of retry tiers.
-    #[arg(long, env = "REDIS_RETRY_RETRY_TIERS", default_value_t = 3)]
-    pub retry_tiers: usize,
-    /// Delay before the first retry (doubles per retry, ±20 % jitter), e.g. `1s`, `250ms`.
-    #[arg(long, env = "REDIS_RETRY_RETRY_BASE_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub retry_base_delay: Duration,
-    /// Longest delay between retries.
-    #[arg(long, env = "REDIS_RETRY_RETRY_MAX_DELAY", default_value = "5m", value_parser = humantime::parse_duration)]
-    pub retry_max_delay: Duration,
-    /// Tasks older than this are dead-lettered as expired.
-    #[arg(long, env = "REDIS_RETRY_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
-    pub max_age: Duration,
-    /// Larger messages are dead-lettered as oversize.
-    #[arg(long, env = "REDIS_RETRY_MAX_TASK_BYTES", default_value_t = 1024 * 1024)]
-    pub max_task_bytes: usize,
-    /// Replay Lua tasks (off by default: a script body can do anything).
-    #[arg(long, env = "REDIS_RETRY_ALLOW_LUA")]
-    pub allow_lua: bool,
-    /// Partitions of the topics it creates.
-    #[arg(long, env = "REDIS_RETRY_PARTITIONS", default_value_t = 3)]
-    pub partitions: i32,
-    /// Replication factor of the topics it creates.
-    #[arg(long, env = "REDIS_RETRY_REPLICATION", default_value_t = 1)]
-    pub replication: i32,
-    /// Do not create missing topics.
-    #[arg(long, env = "REDIS_RETRY_NO_CREATE_TOPICS")]
-    pub no_create_topics: bool,
-    /// librdkafka property passed through, `key=value` (repeatable), e.g. `security.protocol=ssl`.
-    #[arg(long = "kafka-property", short = 'X', value_name = "KEY=VALUE")]
-    pub kafka_properties: Vec<String>,
+/// `redis-retry dlq ...`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters: reason, source, command, key, age, attempts (never values).
+    List {
+        /// Kafka settings.
+        #[command(flatten)]
+        kafka: KafkaFlags,
+        /// Show at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters back to the main topic as fresh tasks.
+    Replay {
+        /// Kafka settings.
+        #[command(flatten)]
+        kafka: KafkaFlags,
+        /// Only entries with FIELD=PATTERN (reason, source, key, command; `*` ends a prefix).
+        #[arg(long, value_name = "FIELD=PATTERN")]
+        filter: Vec<String>,
+    },
+    /// Drop dead letters for good.
+    Purge {
+        /// Kafka settings.
+        #[command(flatten)]
+        kafka: KafkaFlags,
+        /// Only entries with FIELD=PATTERN (reason, source, key, command; `*` ends a prefix).
+        #[arg(long, value_name = "FIELD=PATTERN")]
+        filter: Vec<String>,
+    },
 }
 
-impl ConsumeArgs {
-    /// The consumer configuration these settings describe, checked.
-    pub fn to_config(&self) -> Result<ConsumerConfig, SetupError> {
-        let mut cfg = ConsumerConfig::new(&self.brokers)
-            .topic(&self.topic)
-            .group(&self.group)
-            .retry_tiers(self.retry_tiers)
-            .retry_base_delay(self.retry_base_delay)
-            .retry_max_delay(self.retry_max_delay)
-            .max_age(self.max_age)
-            .max_task_bytes(self.max_task_bytes)
-            .allow_lua(self.allow_lua)
-            .partitions(self.partitions);
-        cfg.replication = self.replication;
-        cfg.create_topics = !self.no_create_topics;
-        for kv in &self.kafka_properties {
-            let (k, v) = kv.split_once('=').filter(|(k, _)| !k.trim().is_empty()).ok_or_else(|| {
-                SetupError::Config(format!("--kafka-property: expected KEY=VALUE, got `{kv}`"))
-            })?;
-            cfg = cfg.property(k.trim(), v);
-        }
-        cfg.validate()?;
-        Ok(cfg)
+/// `redis-retry topics ...`
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create the main, retry-tier and dead-letter topics where missing.
+    Ensure {
+        /// Kafka settings.
+        #[command(flatten)]
+        kafka: KafkaFlags,
+    },
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+fn as_map<S: serde::Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    pairs.iter().cloned().collect::<BTreeMap<_, _>>().serialize(s)
+}
+
+/// The command-line layer of the settings: only what was given.
+#[derive(Serialize)]
+struct FlagLayer<'a> {
+    #[serde(flatten)]
+    log: &'a LogFlags,
+    #[serde(flatten)]
+    kafka: Option<&'a KafkaFlags>,
+    #[serde(flatten)]
+    consume: Option<&'a ConsumeFlags>,
+}
+
+impl Cli {
+    fn flag_layer(&self) -> FlagLayer<'_> {
+        let (kafka, consume) = match &self.command {
+            Command::Consume { kafka, consume } | Command::Config { kafka, consume } => {
+                (Some(kafka), Some(consume))
+            }
+            Command::Enqueue { kafka }
+            | Command::Topics { action: TopicsCommand::Ensure { kafka } }
+            | Command::Dlq { action: DlqCommand::List { kafka, .. } }
+            | Command::Dlq { action: DlqCommand::Replay { kafka, .. } }
+            | Command::Dlq { action: DlqCommand::Purge { kafka, .. } } => (Some(kafka), None),
+        };
+        FlagLayer { log: &self.log, kafka, consume }
     }
 }
 
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(msg) = init_logging(cli.log_format, &cli.log_level) {
-        eprintln!("redis-retry: invalid configuration: --log-level: {msg}");
-        return ExitCode::from(EXIT_CONFIG);
+    let settings = match Settings::resolve(cli.config.as_deref(), &cli.flag_layer()) {
+        Ok(s) => s,
+        Err(e) => return config_error(&e),
+    };
+    if let Err(msg) = init_logging(settings.log_format, &settings.log_level) {
+        return config_error(&SetupError::Config(format!("log_level: {msg}")));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -137,22 +268,30 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Consume(args) => consume(args).await,
+            Command::Consume { .. } => consume(&settings).await.map(|()| ExitCode::SUCCESS),
+            Command::Config { .. } => {
+                print!("{}", settings.to_toml_masked());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Enqueue { .. } => enqueue(&settings).await,
+            Command::Topics { action: TopicsCommand::Ensure { .. } } => ensure_topics(&settings).await,
+            Command::Dlq { action } => dlq(&settings, action).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(SetupError::Config(msg)) => {
-            tracing::error!(error = %msg, "invalid configuration");
-            eprintln!("redis-retry: invalid configuration: {msg}");
-            ExitCode::from(EXIT_CONFIG)
-        }
+        Ok(code) => code,
+        Err(e @ SetupError::Config(_)) => config_error(&e),
         Err(e) => {
             tracing::error!(error = %e, "redis-retry failed");
             eprintln!("redis-retry: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+fn config_error(e: &SetupError) -> ExitCode {
+    eprintln!("redis-retry: {e}");
+    ExitCode::from(EXIT_CONFIG)
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
@@ -165,12 +304,25 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     result.map_err(|e| e.to_string())
 }
 
-async fn consume(args: ConsumeArgs) -> Result<(), SetupError> {
-    let config = args.to_config()?;
-    let client = redis::Client::open(args.redis_url.as_str())
-        .map_err(|e| SetupError::Config(format!("--redis-url: {e}")))?;
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+async fn consume(settings: &Settings) -> Result<(), SetupError> {
+    let config = settings.consumer_config()?;
+    let client = redis::Client::open(settings.redis_url.as_str())
+        .map_err(|e| SetupError::Config(format!("redis_url: {e}")))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let metrics = match settings.metrics_addr {
+        Some(addr) => Some((crate::exporter::bind(addr).await?, crate::exporter::install_recorder()?)),
+        None => None,
+    };
     let manager_config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(5)));
@@ -178,12 +330,12 @@ async fn consume(args: ConsumeArgs) -> Result<(), SetupError> {
     let mut backoff = Duration::from_millis(200);
     let redis = loop {
         tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = stopped() => return Ok(()),
             conn = client.get_connection_manager_with_config(manager_config.clone()) => match conn {
                 Ok(conn) => break conn,
                 Err(e) if e.kind() == redis::ErrorKind::InvalidClientConfig
                     || e.kind() == redis::ErrorKind::AuthenticationFailed => {
-                    return Err(SetupError::Config(format!("--redis-url: {e}")));
+                    return Err(SetupError::Config(format!("redis_url: {e}")));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "redis not reachable yet; retrying");
@@ -194,7 +346,171 @@ async fn consume(args: ConsumeArgs) -> Result<(), SetupError> {
         }
     };
     let consumer = RedisRetryConsumer::new(config, redis)?;
-    consumer.run(shutdown).await
+    if let Some((listener, handle)) = metrics {
+        let server = crate::exporter::serve(listener, handle, consumer.health(), stopped());
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+    }
+    consumer.run(stopped()).await
+}
+
+async fn enqueue(settings: &Settings) -> Result<ExitCode, SetupError> {
+    let producer = RetryProducer::new(&settings.producer_config())?;
+    let stdin = std::io::stdin();
+    let (mut sent, mut rejected) = (0usize, 0usize);
+    let mut pending = Vec::new();
+    for (i, line) in stdin.lock().lines().enumerate() {
+        let line = line.map_err(|e| SetupError::Config(format!("reading standard input: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match RedisTask::from_json(line.as_bytes()) {
+            Ok(task) => {
+                let producer = producer.clone();
+                pending.push((i + 1, tokio::spawn(async move { producer.publish_and_wait(&task).await })));
+            }
+            Err(e) => {
+                rejected += 1;
+                eprintln!("line {}: rejected: {e}", i + 1);
+            }
+        }
+    }
+    for (line, send) in pending {
+        match send.await {
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(e)) => {
+                rejected += 1;
+                eprintln!("line {line}: kafka refused it: {e}");
+            }
+            Err(e) => {
+                rejected += 1;
+                eprintln!("line {line}: {e}");
+            }
+        }
+    }
+    println!("enqueued {sent}, rejected {rejected}");
+    Ok(if rejected == 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+}
+
+async fn ensure_topics(settings: &Settings) -> Result<ExitCode, SetupError> {
+    let producer = RetryProducer::new(&settings.producer_config())?;
+    producer.ensure_topics(settings.partitions, settings.replication).await?;
+    for t in producer.topics().all() {
+        println!("{t}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dlq(settings: &Settings, action: DlqCommand) -> Result<ExitCode, SetupError> {
+    let dlq = Dlq::new(&settings.producer_config(), &settings.group);
+    match action {
+        DlqCommand::List { limit, json, .. } => {
+            let entries = dlq.list(limit).await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                for e in &entries {
+                    let _ = writeln!(out, "{}", entry_json(e));
+                }
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    table_row(["REASON", "SOURCE", "COMMAND", "KEY", "AGE", "ATTEMPTS", "ERROR"])
+                );
+                for e in &entries {
+                    let _ = writeln!(out, "{}", table_row(entry_columns(e)));
+                }
+                let _ = writeln!(out, "{} dead letter(s)", entries.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Replay { filter, .. } => {
+            let filter = Filter::parse(&filter).map_err(SetupError::Config)?;
+            let (report, finish) = progress("replaying");
+            let outcome = dlq.replay(&filter, report).await?;
+            finish();
+            println!("replayed {}, kept {}", outcome.chosen, outcome.kept);
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Purge { filter, .. } => {
+            let filter = Filter::parse(&filter).map_err(SetupError::Config)?;
+            let (report, finish) = progress("purging");
+            let outcome = dlq.purge(&filter, report).await?;
+            finish();
+            println!("purged {}, kept {}", outcome.chosen, outcome.kept);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn entry_columns(e: &DlqEntry) -> [String; 7] {
+    let key = e.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_else(|| "-".into());
+    let age = e.age().map(|a| humantime::format_duration(Duration::from_secs(a.as_secs())).to_string());
+    let mut error = e.error.clone();
+    error.truncate(60);
+    [
+        e.reason.clone(),
+        e.source().to_string(),
+        e.command(),
+        key,
+        age.unwrap_or_else(|| "-".into()),
+        e.attempts().to_string(),
+        error,
+    ]
+}
+
+fn entry_json(e: &DlqEntry) -> String {
+    let [reason, source, command, key, age, attempts, error] = entry_columns(e);
+    serde_json::json!({
+        "partition": e.partition, "offset": e.offset, "reason": reason, "source": source,
+        "command": command, "key": key, "age": age, "attempts": attempts.parse::<u32>().unwrap_or(0),
+        "error": error, "task_id": e.task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+    })
+    .to_string()
+}
+
+fn table_row<S: AsRef<str>>(cols: [S; 7]) -> String {
+    let widths = [16, 32, 40, 32, 12, 8, 0];
+    cols.iter()
+        .zip(widths)
+        .map(|(c, w)| format!("{:<w$}", c.as_ref(), w = w))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_end()
+        .to_string()
+}
+
+/// A progress reporter: a bar on a terminal, a plain line every 10 % otherwise.
+fn progress(what: &'static str) -> (impl FnMut(usize, usize), impl FnOnce()) {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_message(what);
+        bar
+    });
+    let finisher = bar.clone();
+    let mut last_decile = usize::MAX;
+    let report = move |done: usize, total: usize| match &bar {
+        Some(bar) => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+        None => {
+            let decile = done * 10 / total.max(1);
+            if decile != last_decile || done == total {
+                last_decile = decile;
+                eprintln!("{what}: {done}/{total}");
+            }
+        }
+    };
+    let finish = move || {
+        if let Some(bar) = finisher {
+            bar.finish_and_clear();
+        }
+    };
+    (report, finish)
 }
 
 /// Completes on SIGINT or SIGTERM.

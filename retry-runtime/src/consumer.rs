@@ -15,8 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
 use redis::aio::ConnectionLike;
 use redis::Value;
 use tokio::sync::watch;
@@ -25,6 +27,7 @@ use crate::counters;
 use crate::errors::{
     classify, classify_server_error, is_unreachable, Delivery, DlqReason, Failure, SetupError,
 };
+use crate::exporter::Health;
 use crate::producer::{check_topic_name, dlq_headers, ProducerConfig, RetryProducer, Topics, DEFAULT_TOPIC};
 use crate::scope;
 use crate::task::{Mode, RedisTask};
@@ -230,7 +233,29 @@ struct Shared<C> {
     topics: Topics,
     redis: C,
     producer: RetryProducer,
+    health: Arc<Health>,
 }
+
+/// Turns librdkafka's periodic statistics into the consumer-lag gauge.
+struct LagReporter;
+
+impl ClientContext for LagReporter {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                // librdkafka reports -1 for partitions this member does not consume.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(counters::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagReporter {}
+
+type KafkaConsumer = StreamConsumer<LagReporter>;
 
 /// Reads tasks from Kafka and applies them to Redis.
 ///
@@ -255,7 +280,13 @@ where
         config.validate()?;
         let producer = RetryProducer::new(&config.producer_config())?;
         let topics = config.topics();
-        Ok(RedisRetryConsumer { shared: Arc::new(Shared { config, topics, redis, producer }) })
+        let health = Arc::new(Health::default());
+        Ok(RedisRetryConsumer { shared: Arc::new(Shared { config, topics, redis, producer, health }) })
+    }
+
+    /// What `/health` reports about this consumer.
+    pub fn health(&self) -> Arc<Health> {
+        self.shared.health.clone()
     }
 
     /// The topics it reads and writes.
@@ -271,6 +302,7 @@ where
         if cfg.create_topics {
             self.shared.producer.ensure_topics(cfg.partitions, cfg.replication).await?;
         }
+        self.shared.health.set_running(true);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut lanes = tokio::task::JoinSet::new();
         let topics = &self.shared.topics;
@@ -296,6 +328,7 @@ where
             failure.get_or_insert(res);
         }
         self.shared.producer.flush(Duration::from_secs(10)).ok();
+        self.shared.health.set_running(false);
         tracing::info!("redis retry consumer stopped");
         match failure {
             Some(Ok(Err(e))) => Err(e),
@@ -309,7 +342,7 @@ impl<C> Shared<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    fn kafka_consumer(&self, group: &str) -> Result<StreamConsumer, SetupError> {
+    fn kafka_consumer(&self, group: &str) -> Result<KafkaConsumer, SetupError> {
         // A tier lane may sleep until its head message is due; librdkafka must not take that
         // for a dead consumer.
         let poll_interval = (self.config.retry_max_delay * 2 + Duration::from_secs(60))
@@ -325,16 +358,17 @@ where
             // A retry is due at a precise time; a long-held empty fetch would add up to its
             // duration to every delay (and some brokers hold fetches even when data waits).
             .set("fetch.wait.max.ms", "100")
-            .set("max.poll.interval.ms", poll_interval);
+            .set("max.poll.interval.ms", poll_interval)
+            .set("statistics.interval.ms", "5000");
         for (k, v) in &self.config.properties {
             cfg.set(k, v);
         }
-        cfg.create().map_err(|e| SetupError::Config(format!("kafka consumer: {e}")))
+        cfg.create_with_context(LagReporter).map_err(|e| SetupError::Config(format!("kafka consumer: {e}")))
     }
 
     async fn lane(
         self: Arc<Self>,
-        consumer: StreamConsumer,
+        consumer: KafkaConsumer,
         is_tier: bool,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), SetupError> {
@@ -404,7 +438,9 @@ where
                 return self.dead_letter_task(&task, source_topic, DlqReason::Expired, &age, stop).await;
             }
             let started = Instant::now();
-            match self.apply(&task).await {
+            let applied = self.apply(&task).await;
+            self.health.set_redis_reachable(!matches!(applied, Applied::Unreachable(_)));
+            match applied {
                 Applied::Ok => {
                     metrics::counter!(counters::APPLIED).increment(1);
                     metrics::histogram!(counters::APPLY_SECONDS).record(started.elapsed().as_secs_f64());

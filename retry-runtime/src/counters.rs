@@ -19,3 +19,6 @@ pub const RETRIED: &str = "redis_retry_retried_total";
 pub const DEAD_LETTERED: &str = "redis_retry_dead_lettered_total";
 /// Seconds from picking a task up to having applied it.
 pub const APPLY_SECONDS: &str = "redis_retry_apply_seconds";
+/// Messages behind the end of each partition, per `topic` and `partition` (from librdkafka's
+/// statistics, every 5 s).
+pub const CONSUMER_LAG: &str = "redis_retry_consumer_lag";

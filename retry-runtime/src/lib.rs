@@ -19,10 +19,13 @@
 
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod connection;
 pub mod consumer;
 pub mod counters;
+pub mod dlq;
 pub mod errors;
+pub mod exporter;
 pub mod producer;
 pub mod scope;
 pub mod script;

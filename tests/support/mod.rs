@@ -5,6 +5,7 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod binary;
 mod kafka_broker;
 mod process;
 mod proxy;

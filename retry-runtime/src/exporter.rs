@@ -1,0 +1,103 @@
+//! Prometheus metrics and a health endpoint for `redis-retry consume --metrics-addr`.
+//!
+//! The crate records through the `metrics` facade (names in [`counters`](crate::counters)), so
+//! a service embedding the consumer can install any recorder it likes; this module installs the
+//! Prometheus one and serves it over HTTP.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::counters;
+use crate::errors::SetupError;
+
+/// What `/health` reports, updated by the consumer as it runs.
+#[derive(Debug)]
+pub struct Health {
+    running: AtomicBool,
+    redis_reachable: AtomicBool,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { running: AtomicBool::new(false), redis_reachable: AtomicBool::new(true) }
+    }
+}
+
+impl Health {
+    /// Marks the consumer as running or stopped.
+    pub fn set_running(&self, yes: bool) {
+        self.running.store(yes, Ordering::Relaxed);
+    }
+    /// Records whether the last attempt reached Redis.
+    pub fn set_redis_reachable(&self, yes: bool) {
+        self.redis_reachable.store(yes, Ordering::Relaxed);
+    }
+    /// Whether the consumer is running.
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+    /// Whether Redis was reachable at the last attempt.
+    pub fn redis_reachable(&self) -> bool {
+        self.redis_reachable.load(Ordering::Relaxed)
+    }
+}
+
+/// Installs the Prometheus recorder for this process.
+pub fn install_recorder() -> Result<PrometheusHandle, SetupError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(counters::APPLY_SECONDS.to_string()),
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+        )
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| SetupError::Config(format!("metrics_addr: cannot install the Prometheus recorder: {e}")))
+}
+
+/// Binds the metrics address, so that a taken port is a configuration error at start.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, SetupError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| SetupError::Config(format!("metrics_addr: cannot listen on {addr}: {e}")))
+}
+
+/// Serves `/metrics` (Prometheus text format) and `/health` on `listener` until `shutdown`.
+///
+/// `/health` answers 200 while the consumer runs and Redis was reachable at its last attempt,
+/// 503 otherwise, with a small JSON body saying which.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), SetupError> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving metrics on /metrics and health on /health");
+    }
+    let app = Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/health", get(health_report))
+        .with_state(health);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| SetupError::Config(format!("metrics server: {e}")))
+}
+
+async fn health_report(State(health): State<Arc<Health>>) -> (StatusCode, String) {
+    let (running, redis) = (health.running(), health.redis_reachable());
+    let status = if running && redis { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = format!(
+        "{{\"status\":\"{}\",\"consumer\":\"{}\",\"redis\":\"{}\"}}",
+        if status == StatusCode::OK { "ok" } else { "unavailable" },
+        if running { "running" } else { "stopped" },
+        if redis { "reachable" } else { "unreachable" },
+    );
+    (status, body)
+}
