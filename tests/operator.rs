@@ -61,7 +61,9 @@ fn settings_come_from_flags_then_environment_then_file_then_defaults() {
 fn bad_configuration_names_the_setting_and_exits_2() {
     let typo = temp_file("typo.toml", "brokerz = \"x\"\n");
     let bad_type = temp_file("type.toml", "partitions = \"many\"\n");
-    let cases: Vec<(Vec<&str>, Vec<(&str, String)>, &str)> = vec![
+    // (arguments, environment, what the message must name)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["config"], vec![("REDIS_RETRY_CONFIG", typo.display().to_string())], "brokerz"),
         (vec!["config", "--config", bad_type.to_str().unwrap()], vec![], "partitions"),
         (vec!["config", "--config", "/nonexistent/redis-retry.toml"], vec![], "--config"),

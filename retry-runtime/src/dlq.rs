@@ -108,9 +108,11 @@ impl Filter {
                 "source" => Field::Source,
                 "key" => Field::Key,
                 "command" => Field::Command,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "--filter `{c}`: unknown field `{other}`, expected one of reason, source, key, command"
-                )),
+                ))
+                }
             };
             out.push((field, pattern.trim().to_string()));
         }

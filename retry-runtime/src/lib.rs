@@ -46,7 +46,7 @@ pub use task::{Arg, Mode, RedisCmd, RedisTask, TaskContext, TaskKind, DEFAULT_MA
 #[doc(hidden)]
 pub mod __private {
     pub use crate::scope::{capture, ScopeMeta};
-    pub use crate::task::{Mode, TaskContext};
+    pub use crate::task::{Mode, TaskContext, DEFAULT_MAX_RETRIES};
 
     /// Builds the scope metadata at the start of an annotated call.
     pub fn meta(

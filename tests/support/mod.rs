@@ -56,3 +56,13 @@ pub fn redis_retry_bin() -> PathBuf {
     );
     bin
 }
+
+/// Path of the example `name`, built by the test script (`cargo build --examples`) into
+/// target/<profile>/examples.
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let bin = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.is_file(), "{} does not exist; build it first with `cargo build --examples`", bin.display());
+    bin
+}

@@ -1,0 +1,175 @@
+//! Code generation: the function as written, its future run in the runtime's capture scope.
+//!
+//! ```text
+//! #[redis_retry(source = "Repo.save", max_retries = 5)]
+//! async fn save(&self, k: &str) -> R { body }
+//! ```
+//!
+//! becomes
+//!
+//! ```text
+//! async fn save(&self, k: &str) -> R {
+//!     ::redis_retry::__private::capture(
+//!         ::redis_retry::__private::meta("Repo.save", 5, ::redis_retry::__private::Mode::Replay,
+//!                                        ::core::option::Option::None),
+//!         async move {
+//!             if false { let __redis_retry_return: R = loop {}; return __redis_retry_return; }
+//!             { body }
+//!         },
+//!     )
+//!     .await
+//! }
+//! ```
+//!
+//! Paths are absolute and the one local is prefixed, so nothing collides with the user's
+//! names. The unreachable `return` tells type inference (and error messages) the declared
+//! return type before the body is checked, as `tracing`'s `#[instrument]` does: without it a
+//! `?` in the body could not infer its error type and a wrong tail expression would be
+//! reported at the attribute rather than at the body.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::visit_mut::{self, VisitMut};
+use syn::{parse_quote, Expr, Path, ReturnType, Signature, Type};
+
+use crate::attr::Args;
+use crate::check;
+use crate::item::{Func, Shape};
+use crate::scan;
+
+/// The whole attribute: the expanded function, or the function untouched plus every error
+/// (so the rest of the crate still type-checks against its signature).
+pub(crate) fn redis_retry(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut func: Func = match syn::parse2(item.clone()) {
+        Ok(func) => func,
+        Err(error) => {
+            let message = "#[redis_retry] goes on an `async fn`: a free function, or a method of an \
+                           `impl` or `trait` block";
+            return with_error(item, syn::Error::new(error.span(), message));
+        }
+    };
+    match expand(args, &mut func) {
+        Ok(expanded) => expanded,
+        Err(error) => with_error(item, error),
+    }
+}
+
+fn expand(args: TokenStream, func: &mut Func) -> syn::Result<TokenStream> {
+    let (args, shape) = match (Args::parse(args), func.shape()) {
+        (Ok(args), Ok(shape)) => (args, shape),
+        (Err(mut error), Err(more)) => {
+            error.combine(more);
+            return Err(error);
+        }
+        (Err(error), _) | (_, Err(error)) => return Err(error),
+    };
+    let calls = func.future_block().map(scan::calls).unwrap_or_default();
+    check::check(&args, &func.sig.ident, &calls)?;
+
+    let krate = args.krate.clone().unwrap_or_else(|| parse_quote!(::redis_retry));
+    let meta = meta(&args, &func.sig, &krate);
+    Ok(match shape {
+        Shape::AsyncFn => wrap_body(func, &meta, &krate),
+        Shape::AsyncBlock => {
+            if let Some(future) = func.async_block_mut() {
+                let inner = std::mem::replace(future, Expr::Verbatim(TokenStream::new()));
+                *future = parse_quote!(#krate::__private::capture(#meta, #inner));
+            }
+            func.to_token_stream()
+        }
+    })
+}
+
+/// `async fn`: the body becomes the future of a capture scope.
+fn wrap_body(func: &Func, meta: &TokenStream, krate: &Path) -> TokenStream {
+    let Func { attrs, vis, sig, body, .. } = func;
+    let Some(body) = body else { return func.to_token_stream() };
+    let inner_attrs = &body.inner_attrs;
+    let block = &body.block;
+    let fake_return = fake_return(sig);
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #(#inner_attrs)*
+            #krate::__private::capture(#meta, async move {
+                #fake_return
+                #block
+            })
+            .await
+        }
+    }
+}
+
+/// `__private::meta(source, max_retries, mode, context)`.
+fn meta(args: &Args, sig: &Signature, krate: &Path) -> TokenStream {
+    let source = match &args.source {
+        Some(source) => source.to_token_stream(),
+        None => {
+            let name = sig.ident.to_string();
+            quote!(::core::concat!(::core::module_path!(), "::", #name))
+        }
+    };
+    let max_retries = match args.max_retries {
+        Some((n, span)) => {
+            let mut n = Literal::u32_unsuffixed(n);
+            n.set_span(span);
+            n.into_token_stream()
+        }
+        None => quote!(#krate::__private::DEFAULT_MAX_RETRIES),
+    };
+    let mode = args.mode().variant();
+    let context = match &args.context {
+        // Spanned at the expression: a type without `Into<TaskContext>` is reported there.
+        Some(expr) => quote_spanned! {expr.span()=>
+            ::core::option::Option::Some(::core::convert::Into::<#krate::__private::TaskContext>::into(#expr))
+        },
+        None => quote!(::core::option::Option::None),
+    };
+    quote!(#krate::__private::meta(#source, #max_retries, #krate::__private::Mode::#mode, #context))
+}
+
+/// An unreachable `return` of the declared type; see the module documentation.
+fn fake_return(sig: &Signature) -> TokenStream {
+    let (ty, span) = match &sig.output {
+        ReturnType::Type(_, ty) => {
+            let mut erased = (**ty).clone();
+            EraseImplTrait.visit_type_mut(&mut erased);
+            (erased.into_token_stream(), ty.span())
+        }
+        ReturnType::Default => (quote!(()), sig.ident.span()),
+    };
+    quote_spanned! {span=>
+        #[allow(
+            unknown_lints,
+            unreachable_code,
+            clippy::diverging_sub_expression,
+            clippy::empty_loop,
+            clippy::let_unit_value,
+            clippy::let_with_type_underscore,
+            clippy::needless_return,
+            clippy::unreachable
+        )]
+        if false {
+            let __redis_retry_return: #ty = loop {};
+            return __redis_retry_return;
+        }
+    }
+}
+
+/// `impl Trait` cannot be written in a `let`; `_` lets inference find the concrete type.
+struct EraseImplTrait;
+
+impl VisitMut for EraseImplTrait {
+    fn visit_type_mut(&mut self, ty: &mut Type) {
+        if let Type::ImplTrait(impl_trait) = ty {
+            *ty = Type::Infer(syn::TypeInfer { underscore_token: syn::Token![_](impl_trait.span()) });
+        }
+        visit_mut::visit_type_mut(self, ty);
+    }
+}
+
+fn with_error(mut item: TokenStream, error: syn::Error) -> TokenStream {
+    item.extend(error.into_compile_error());
+    item
+}

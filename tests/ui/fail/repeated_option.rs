@@ -1,0 +1,12 @@
+// An option given twice.
+use redis::AsyncCommands;
+use redis_retry::{redis_retry, RetryConnection};
+
+type Conn = RetryConnection<redis::aio::ConnectionManager>;
+
+#[redis_retry(mode = "replay", source = "A.b", mode = "invalidate")]
+async fn delete(conn: &mut Conn) -> redis::RedisResult<()> {
+    conn.del("user:1").await
+}
+
+fn main() {}
