@@ -238,3 +238,95 @@ async fn the_metrics_endpoint_is_scraped_and_parsed() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"status\":\"ok\""), "{body}");
 }
+
+/// A `redis-server` that speaks only TLS and wants a password, with a throwaway certificate.
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsRedis {
+    fn start() -> TlsRedis {
+        let dir = std::env::temp_dir().join(unique("redis-tls"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(made.status.success(), "{}", text(&made.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--tls-auth-clients",
+                "no",
+            ])
+            .args(["--requirepass", "s3cret", "--save", "", "--appendonly", "no"])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&cert)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server with TLS");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "TLS redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsRedis { child, port }
+    }
+
+    /// TLS without certificate checks (the certificate is self-signed), with the password.
+    fn url(&self) -> String {
+        format!("rediss://:s3cret@127.0.0.1:{}/#insecure", self.port)
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_reaches_a_redis_behind_tls_and_a_password_through_the_url() {
+    let stack = Stack::start().await;
+    let tls = TlsRedis::start();
+    stack
+        .producer
+        .publish_and_wait(&RedisTask::set("over:tls", "yes", Duration::ZERO).unwrap())
+        .await
+        .unwrap();
+    let consumer = Consumer::start(&stack, &unique("group"), &["--redis-url", &tls.url()]);
+    let client = redis::Client::open(tls.url()).unwrap();
+    wait_until("the task applied over TLS", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return false };
+            redis::cmd("GET")
+                .arg("over:tls")
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some("yes")
+        }
+    })
+    .await;
+    assert!(!consumer.log().contains("s3cret"), "the password never reaches the log:\n{}", consumer.log());
+}
