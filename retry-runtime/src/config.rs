@@ -24,6 +24,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::consumer::{ConsumerConfig, DEFAULT_GROUP};
 use crate::errors::SetupError;
 use crate::producer::{ProducerConfig, DEFAULT_TOPIC};
+use crate::signing::SigningKey;
 
 /// Prefix of the environment variables: `REDIS_RETRY_BROKERS`, `REDIS_RETRY_RETRY_TIERS`, ...
 pub const ENV_PREFIX: &str = "REDIS_RETRY_";
@@ -83,6 +84,12 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter (`info`, `redis_retry_runtime=debug`, ...).
     pub log_level: String,
+    /// Shared secret (16 bytes or more) to sign tasks with and to check them against.
+    pub signing_key: Option<String>,
+    /// Directory of the local spool for tasks Kafka cannot take (none: no spool).
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Largest size of the spool file.
+    pub spool_max_bytes: u64,
     /// librdkafka properties passed through (TLS, SASL, timeouts, ...).
     #[serde(deserialize_with = "flat_properties")]
     pub kafka: BTreeMap<String, String>,
@@ -92,11 +99,11 @@ impl Default for Settings {
     fn default() -> Self {
         let c = ConsumerConfig::new("localhost:9092");
         Settings {
-            brokers: c.brokers,
+            brokers: c.kafka.brokers,
             topic: DEFAULT_TOPIC.to_string(),
             group: DEFAULT_GROUP.to_string(),
             redis_url: "redis://127.0.0.1:6379/".to_string(),
-            retry_tiers: c.retry_tiers,
+            retry_tiers: c.kafka.retry_tiers,
             retry_base_delay: c.retry_base_delay,
             retry_max_delay: c.retry_max_delay,
             max_age: c.max_age,
@@ -108,6 +115,9 @@ impl Default for Settings {
             metrics_addr: None,
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
+            signing_key: None,
+            spool_dir: None,
+            spool_max_bytes: c.kafka.spool_max_bytes,
             kafka: BTreeMap::new(),
         }
     }
@@ -131,6 +141,9 @@ const KEYS: &[&str] = &[
     "metrics_addr",
     "log_format",
     "log_level",
+    "signing_key",
+    "spool_dir",
+    "spool_max_bytes",
 ];
 
 impl Settings {
@@ -157,6 +170,9 @@ impl Settings {
             .merge(Serialized::defaults(flags))
             .extract()
             .map_err(|e| SetupError::Config(describe(e)))?;
+        if let Some(key) = &settings.signing_key {
+            SigningKey::new(key)?;
+        }
         settings.consumer_config()?;
         Ok(settings)
     }
@@ -168,15 +184,17 @@ impl Settings {
             topic: self.topic.clone(),
             retry_tiers: self.retry_tiers,
             properties: self.kafka.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            // Checked when the settings were resolved.
+            signing_key: self.signing_key.as_ref().and_then(|k| SigningKey::new(k).ok()),
+            spool_dir: self.spool_dir.clone(),
+            spool_max_bytes: self.spool_max_bytes,
         }
     }
 
     /// The consumer's configuration, checked.
     pub fn consumer_config(&self) -> Result<ConsumerConfig, SetupError> {
         let mut c = ConsumerConfig::new(&self.brokers)
-            .topic(&self.topic)
             .group(&self.group)
-            .retry_tiers(self.retry_tiers)
             .retry_base_delay(self.retry_base_delay)
             .retry_max_delay(self.retry_max_delay)
             .max_age(self.max_age)
@@ -185,7 +203,7 @@ impl Settings {
             .partitions(self.partitions);
         c.replication = self.replication;
         c.create_topics = self.create_topics;
-        c.properties = self.producer_config().properties;
+        c.kafka = self.producer_config();
         c.validate()?;
         Ok(c)
     }
@@ -194,6 +212,9 @@ impl Settings {
     pub fn to_toml_masked(&self) -> String {
         let mut shown = self.clone();
         shown.redis_url = mask_url_password(&shown.redis_url);
+        if shown.signing_key.is_some() {
+            shown.signing_key = Some("***".to_string());
+        }
         for (k, v) in shown.kafka.iter_mut() {
             if k.contains("password") || k.contains("secret") || k.ends_with(".key.pem") {
                 *v = "***".to_string();

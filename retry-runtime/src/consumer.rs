@@ -28,8 +28,9 @@ use crate::errors::{
     classify, classify_server_error, is_unreachable, Delivery, DlqReason, Failure, SetupError,
 };
 use crate::exporter::Health;
-use crate::producer::{check_topic_name, dlq_headers, ProducerConfig, RetryProducer, Topics, DEFAULT_TOPIC};
+use crate::producer::{check_topic_name, dlq_headers, ProducerConfig, RetryProducer, Topics};
 use crate::scope;
+use crate::signing::SigningKey;
 use crate::task::{Mode, RedisTask};
 
 /// The seed's consumer group.
@@ -46,14 +47,11 @@ pub const DEFAULT_GROUP: &str = "redis-retry-consumer-group";
 /// ```
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    /// `bootstrap.servers`.
-    pub brokers: String,
-    /// Main topic (default `redis-retry-queue`); tiers and DLQ are named after it.
-    pub topic: String,
+    /// Where the topics are (brokers, main topic, tiers, librdkafka properties, signing key):
+    /// the consumer also produces, to the tiers and the dead-letter topic.
+    pub kafka: ProducerConfig,
     /// Consumer group of the main topic; tier lanes use `<group>.retry.<n>`.
     pub group: String,
-    /// Number of retry tiers (default 3); retries past the last tier reuse it.
-    pub retry_tiers: usize,
     /// Delay before the first retry (default 1 s); each retry doubles it, ±20 % jitter.
     pub retry_base_delay: Duration,
     /// Longest delay between retries (default 5 min).
@@ -71,18 +69,14 @@ pub struct ConsumerConfig {
     pub partitions: i32,
     /// Replication factor of topics it creates (default 1).
     pub replication: i32,
-    /// Extra librdkafka properties (TLS, SASL, ...), for the consumer and its producer.
-    pub properties: Vec<(String, String)>,
 }
 
 impl ConsumerConfig {
     /// Defaults for `brokers`.
     pub fn new(brokers: impl Into<String>) -> Self {
         ConsumerConfig {
-            brokers: brokers.into(),
-            topic: DEFAULT_TOPIC.to_string(),
+            kafka: ProducerConfig::new(brokers),
             group: DEFAULT_GROUP.to_string(),
-            retry_tiers: 3,
             retry_base_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(300),
             max_task_bytes: 1024 * 1024,
@@ -91,12 +85,11 @@ impl ConsumerConfig {
             create_topics: true,
             partitions: 3,
             replication: 1,
-            properties: Vec::new(),
         }
     }
     /// Sets the main topic.
     pub fn topic(mut self, topic: impl Into<String>) -> Self {
-        self.topic = topic.into();
+        self.kafka.topic = topic.into();
         self
     }
     /// Sets the consumer group.
@@ -116,7 +109,7 @@ impl ConsumerConfig {
     }
     /// Sets the number of retry tiers.
     pub fn retry_tiers(mut self, n: usize) -> Self {
-        self.retry_tiers = n;
+        self.kafka.retry_tiers = n;
         self
     }
     /// Sets the maximum task age.
@@ -141,27 +134,33 @@ impl ConsumerConfig {
     }
     /// Adds a librdkafka property.
     pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.properties.push((key.into(), value.into()));
+        self.kafka.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// Signs what it re-publishes and dead-letters unsigned or forged tasks.
+    pub fn signing_key(mut self, key: SigningKey) -> Self {
+        self.kafka.signing_key = Some(key);
         self
     }
 
     /// The topics this configuration implies.
     pub fn topics(&self) -> Topics {
-        Topics::new(&self.topic, self.retry_tiers)
+        self.kafka.topics()
     }
 
     /// Checks every setting, naming the first wrong one.
     pub fn validate(&self) -> Result<(), SetupError> {
         let bad = |msg: String| Err(SetupError::Config(msg));
-        if self.brokers.trim().is_empty() {
+        if self.kafka.brokers.trim().is_empty() {
             return bad("brokers: empty broker list".into());
         }
-        check_topic_name("topic", &self.topic)?;
+        check_topic_name("topic", &self.kafka.topic)?;
         if self.group.trim().is_empty() {
             return bad("group: empty consumer group".into());
         }
-        if !(1..=20).contains(&self.retry_tiers) {
-            return bad(format!("retry_tiers: must be 1 to 20, got {}", self.retry_tiers));
+        if !(1..=20).contains(&self.kafka.retry_tiers) {
+            return bad(format!("retry_tiers: must be 1 to 20, got {}", self.kafka.retry_tiers));
         }
         if self.retry_base_delay.is_zero() || self.retry_base_delay > self.retry_max_delay {
             return bad(format!(
@@ -200,15 +199,6 @@ impl ConsumerConfig {
         let exp = attempt.saturating_sub(1).min(30);
         let raw = self.retry_base_delay.saturating_mul(1u32 << exp).min(self.retry_max_delay);
         raw.mul_f64(rand::rng().random_range(0.8..=1.2))
-    }
-
-    fn producer_config(&self) -> ProducerConfig {
-        ProducerConfig {
-            brokers: self.brokers.clone(),
-            topic: self.topic.clone(),
-            retry_tiers: self.retry_tiers,
-            properties: self.properties.clone(),
-        }
     }
 }
 
@@ -278,7 +268,7 @@ where
     /// Checks the configuration and prepares the producer for tiers and dead letters.
     pub fn new(config: ConsumerConfig, redis: C) -> Result<Self, SetupError> {
         config.validate()?;
-        let producer = RetryProducer::new(&config.producer_config())?;
+        let producer = RetryProducer::new(&config.kafka)?;
         let topics = config.topics();
         let health = Arc::new(Health::default());
         Ok(RedisRetryConsumer { shared: Arc::new(Shared { config, topics, redis, producer, health }) })
@@ -298,7 +288,7 @@ where
     /// returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), SetupError> {
         let cfg = &self.shared.config;
-        tracing::info!(topic = %cfg.topic, group = %cfg.group, brokers = %cfg.brokers, "redis retry consumer starting");
+        tracing::info!(topic = %cfg.kafka.topic, group = %cfg.group, brokers = %cfg.kafka.brokers, "redis retry consumer starting");
         if cfg.create_topics {
             self.shared.producer.ensure_topics(cfg.partitions, cfg.replication).await?;
         }
@@ -349,7 +339,7 @@ where
             .max(Duration::from_secs(300))
             .as_millis()
             .to_string();
-        let mut cfg = self.config.producer_config().client_config();
+        let mut cfg = self.config.kafka.client_config();
         cfg.set("group.id", group)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
@@ -360,7 +350,7 @@ where
             .set("fetch.wait.max.ms", "100")
             .set("max.poll.interval.ms", poll_interval)
             .set("statistics.interval.ms", "5000");
-        for (k, v) in &self.config.properties {
+        for (k, v) in &self.config.kafka.properties {
             cfg.set(k, v);
         }
         cfg.create_with_context(LagReporter).map_err(|e| SetupError::Config(format!("kafka consumer: {e}")))

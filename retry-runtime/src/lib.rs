@@ -29,6 +29,7 @@ pub mod exporter;
 pub mod producer;
 pub mod scope;
 pub mod script;
+pub mod signing;
 pub mod task;
 
 pub use connection::RetryConnection;

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::counters;
 use crate::errors::{DlqReason, PublishError, SetupError};
+use crate::signing::SigningKey;
 use crate::task::RedisTask;
 
 /// The topics of one retry pipeline, all derived from the main topic's name.
@@ -93,6 +94,12 @@ pub struct ProducerConfig {
     pub retry_tiers: usize,
     /// Extra librdkafka properties (TLS, SASL, ...), applied last.
     pub properties: Vec<(String, String)>,
+    /// Signs every message when set ([`signing`](crate::signing)).
+    pub signing_key: Option<SigningKey>,
+    /// Directory of the local spool that keeps tasks Kafka cannot take (none: no spool).
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Largest size of the spool file; beyond it a task is refused with a clear error.
+    pub spool_max_bytes: u64,
 }
 
 /// The seed's topic.
@@ -106,7 +113,20 @@ impl ProducerConfig {
             topic: DEFAULT_TOPIC.to_string(),
             retry_tiers: 3,
             properties: Vec::new(),
+            signing_key: None,
+            spool_dir: None,
+            spool_max_bytes: 256 * 1024 * 1024,
         }
+    }
+    /// Signs every message with `key`.
+    pub fn signing_key(mut self, key: SigningKey) -> Self {
+        self.signing_key = Some(key);
+        self
+    }
+    /// Keeps tasks Kafka cannot take in a spool under `dir`.
+    pub fn spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.spool_dir = Some(dir.into());
+        self
     }
     /// Sets the main topic.
     pub fn topic(mut self, topic: impl Into<String>) -> Self {
