@@ -186,3 +186,38 @@ async fn the_consumers_own_failed_writes_are_never_captured_again() {
     assert_eq!(main.len(), 1, "only the original task is on the main topic");
     stack.stop_consumer().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_non_idempotent_task_is_applied_at_most_once() {
+    let mut stack = Stack::start().await;
+    let incr = RedisTask::command("incrby", ["visits", "5"]).unwrap();
+    let push = RedisTask::command("rpush", ["events", "e1"]).unwrap();
+    // Kafka redelivers a message after a crash between apply and commit: the same payload again.
+    for task in [&incr, &incr, &push, &incr, &push] {
+        stack.producer.publish_and_wait(task).await.unwrap();
+    }
+    // A different task with the same command is a different write and counts.
+    let second = RedisTask::command("incrby", ["visits", "5"]).unwrap();
+    assert_ne!(second.id, incr.id);
+    stack.producer.publish_and_wait(&second).await.unwrap();
+    // A seed task without an id: its redelivered payload is recognised too.
+    let seed = br#"{"type":"simple","command":"lpush","args":["seed-list","x"],"timestamp":"2026-11-26T10:00:00.1+08:00"}"#;
+    stack.kafka.produce(&stack.topic, Some(b"seed-list"), seed).await;
+    stack.kafka.produce(&stack.topic, Some(b"seed-list"), seed).await;
+    let marker = RedisTask::set("marker", "done", Duration::ZERO).unwrap();
+    stack.producer.publish_and_wait(&marker).await.unwrap();
+
+    let config = stack.consumer_config();
+    stack.spawn_consumer(config, &stack.redis.url()).await;
+    let admin = stack.conn().await;
+    wait_until("every task", Duration::from_secs(30), || {
+        let mut c = admin.clone();
+        async move { c.get::<_, Option<String>>("marker").await.ok().flatten().is_some() }
+    })
+    .await;
+    let mut admin = admin;
+    assert_eq!(admin.get::<_, i64>("visits").await.unwrap(), 10, "two distinct INCRBY 5, each once");
+    assert_eq!(admin.lrange::<_, Vec<String>>("events", 0, -1).await.unwrap(), ["e1"], "RPUSH once");
+    assert_eq!(admin.llen::<_, i64>("seed-list").await.unwrap(), 1, "the seed's LPUSH once");
+    stack.stop_consumer().await.unwrap();
+}

@@ -408,12 +408,30 @@ where
             let err = crate::TaskError::TooLarge { size: payload.len(), limit: self.config.max_task_bytes };
             return self.dead_letter_raw(msg, payload, DlqReason::Oversize, &err.to_string(), stop).await;
         }
+        if let Some(key) = &self.config.kafka.signing_key {
+            let signature = msg.headers().and_then(|h| {
+                h.iter().find(|h| h.key == crate::signing::SIGNATURE_HEADER).and_then(|h| h.value)
+            });
+            let why = match signature {
+                None => Some("the message is not signed"),
+                Some(sig) if !key.verify(payload, sig) => Some("the signature does not match the message"),
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                return self.dead_letter_raw(msg, payload, DlqReason::Unauthenticated, why, stop).await;
+            }
+        }
         let mut task = match RedisTask::from_json(payload)
             .and_then(|t| t.validate_for_replay(self.config.allow_lua).map(|()| t))
         {
             Ok(t) => t,
             Err(e) => return self.dead_letter_raw(msg, payload, e.dlq_reason(), &e.to_string(), stop).await,
         };
+        if task.id.is_empty() {
+            // The seed's tasks carry no id; the payload names a delivery just as well, and the
+            // at-most-once guard of non-idempotent tasks needs one.
+            task.id = sha1_smol::Sha1::from(payload).digest().to_string();
+        }
         if let Some(due) = task.not_before {
             let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
             if !wait.is_zero() && !sleep_or_stop(wait, stop).await {
@@ -480,14 +498,19 @@ where
             tracing::warn!(keys = %task.describe(), source = %task.source, "task in log mode: logged, not applied");
             return Applied::Ok;
         }
-        let pipe = task.to_pipeline();
+        let guarded = task.mode == Mode::Replay && !task.is_idempotent();
+        let pipe = if guarded { self.guarded_pipeline(task) } else { task.to_pipeline() };
         let (offset, count) = if pipe.is_transaction() { (pipe.len() + 1, 1) } else { (0, pipe.len()) };
         let mut conn = self.redis.clone();
         let result = scope::suppressed(conn.req_packed_commands(&pipe, offset, count)).await;
         let values = match result {
             Err(e) if is_unreachable(&e) => {
                 let failure = classify(&e);
-                return if failure == Failure::Transient(Delivery::Ambiguous) && !task.is_idempotent() {
+                // A guarded apply is safe to repeat: the guard tells whether it already ran.
+                return if failure == Failure::Transient(Delivery::Ambiguous)
+                    && !task.is_idempotent()
+                    && !guarded
+                {
                     Applied::Failed(failure, e.to_string())
                 } else {
                     Applied::Unreachable(e.to_string())
@@ -511,9 +534,38 @@ where
             }
         }
         match worst {
+            None if guarded && matches!(replies.first(), Some(Value::Int(0))) => {
+                metrics::counter!(counters::DEDUPLICATED).increment(1);
+                tracing::info!(task_id = %task.id, keys = %task.describe(), "non-idempotent task already applied; not applied again");
+                Applied::Ok
+            }
             None => Applied::Ok,
             Some((failure, err)) => Applied::Failed(failure, err),
         }
+    }
+
+    /// The task as one script that first sets its guard key (`SET NX`) and runs the commands
+    /// only if the guard was not there: a redelivered non-idempotent task is applied at most
+    /// once. The guard lives in the slot of the task's first key (hash tag), so the script is
+    /// valid in Redis Cluster as long as the task's keys share a slot.
+    fn guarded_pipeline(&self, task: &RedisTask) -> redis::Pipeline {
+        let keys = task.touched_keys();
+        let guard = guard_key(keys.first().copied().unwrap_or_default(), &task.id);
+        let ttl = (self.config.max_age + Duration::from_secs(3600)).as_secs().max(1);
+        let commands = task.commands();
+        let mut pipe = redis::pipe();
+        let cmd = pipe.cmd("EVAL").arg(GUARD_SCRIPT).arg(1 + keys.len()).arg(guard.as_slice());
+        for k in &keys {
+            cmd.arg(*k);
+        }
+        cmd.arg(ttl).arg(commands.len());
+        for parts in &commands {
+            cmd.arg(parts.len());
+            for p in parts {
+                cmd.arg(*p);
+            }
+        }
+        pipe
     }
 
     async fn retry_later(
@@ -628,10 +680,80 @@ where
     }
 }
 
+/// Runs a task's commands once per guard key: `KEYS[1]` is the guard, `KEYS[2..]` the task's
+/// keys (declared for Cluster routing), `ARGV` the guard's TTL, the number of commands, then
+/// each command as its argument count and arguments. Returns 1 when applied, 0 when the guard
+/// says it already was.
+const GUARD_SCRIPT: &str = r#"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return 0
+end
+local at = 3
+for _ = 1, tonumber(ARGV[2]) do
+  local argc = tonumber(ARGV[at])
+  local args = {}
+  for j = 1, argc do
+    args[j] = ARGV[at + j]
+  end
+  at = at + argc + 1
+  redis.call(unpack(args))
+end
+return 1
+"#;
+
+/// `redis-retry:applied:{<tag>}:<task id>`, with a tag that puts it in the Cluster slot of `key`.
+fn guard_key(key: &[u8], task_id: &str) -> Vec<u8> {
+    // Redis hashes only the part between the first `{` and the next `}` when that is not empty.
+    let hash_tag = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter().position(|&b| b == b'}').filter(|&close| close > 0).map(|close| &rest[..close])
+    });
+    let tag: Vec<u8> = match hash_tag {
+        Some(tag) => tag.to_vec(),
+        // Braced, the key hashes as itself unless it holds a `}` of its own.
+        None if !key.is_empty() && !key.contains(&b'}') => key.to_vec(),
+        None => {
+            // Rare: find a short tag of the same slot (one in 16384 tags matches).
+            let slot = redis::cluster_routing::Slot::for_key(key);
+            (0u32..)
+                .map(|n| n.to_string().into_bytes())
+                .find(|t| redis::cluster_routing::Slot::for_key(t) == slot)
+                .unwrap_or_default()
+        }
+    };
+    let mut out = b"redis-retry:applied:{".to_vec();
+    out.extend_from_slice(&tag);
+    out.extend_from_slice(b"}:");
+    out.extend_from_slice(task_id.as_bytes());
+    out
+}
+
 /// Sleeps for `d`; false when the stop signal came first.
 async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = stop.wait_for(|s| *s) => false,
         _ = tokio::time::sleep(d) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guard_key;
+
+    use redis::cluster_routing::Slot;
+
+    #[test]
+    fn the_guard_key_hashes_to_the_slot_of_the_task_key() {
+        assert_eq!(guard_key(b"counter", "t1"), b"redis-retry:applied:{counter}:t1".to_vec());
+        assert_eq!(guard_key(b"user:{42}:visits", "t1"), b"redis-retry:applied:{42}:t1".to_vec());
+        for key in [&b"counter"[..], b"user:{42}:visits", b"a{}b", b"a}b", b"{", b"}", b"x{y", b"", b"{}{z}"]
+        {
+            assert_eq!(
+                Slot::for_key(guard_key(key, "task")),
+                Slot::for_key(key),
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
     }
 }

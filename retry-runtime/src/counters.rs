@@ -22,3 +22,5 @@ pub const APPLY_SECONDS: &str = "redis_retry_apply_seconds";
 /// Messages behind the end of each partition, per `topic` and `partition` (from librdkafka's
 /// statistics, every 5 s).
 pub const CONSUMER_LAG: &str = "redis_retry_consumer_lag";
+/// Redelivered non-idempotent tasks that their guard key showed were applied already.
+pub const DEDUPLICATED: &str = "redis_retry_deduplicated_total";

@@ -109,11 +109,13 @@ pub enum DlqReason {
     Expired,
     /// A non-idempotent write that may or may not have run: never replayed blindly.
     Ambiguous,
+    /// Unsigned or wrongly signed, on a consumer that checks signatures.
+    Unauthenticated,
 }
 
 impl DlqReason {
     /// Every reason, for listings and metrics.
-    pub const ALL: [DlqReason; 8] = [
+    pub const ALL: [DlqReason; 9] = [
         DlqReason::Malformed,
         DlqReason::Forbidden,
         DlqReason::UnknownCommand,
@@ -122,6 +124,7 @@ impl DlqReason {
         DlqReason::MaxRetries,
         DlqReason::Expired,
         DlqReason::Ambiguous,
+        DlqReason::Unauthenticated,
     ];
 
     /// The header value.
@@ -135,6 +138,7 @@ impl DlqReason {
             DlqReason::MaxRetries => "max_retries",
             DlqReason::Expired => "expired",
             DlqReason::Ambiguous => "ambiguous",
+            DlqReason::Unauthenticated => "unauthenticated",
         }
     }
 }
