@@ -10,6 +10,7 @@ mod kafka_broker;
 mod process;
 mod proxy;
 mod redis_server;
+pub mod report;
 pub mod stack;
 
 use std::path::PathBuf;
