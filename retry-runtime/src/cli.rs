@@ -14,8 +14,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::config::{LogFormat, Settings};
-use crate::consumer::RedisRetryConsumer;
+use crate::config::{LogFormat, RedisTarget, Settings};
+use crate::consumer::{ConsumerConfig, RedisRetryConsumer};
 use crate::dlq::{Dlq, DlqEntry, Filter};
 use crate::errors::SetupError;
 use crate::producer::RetryProducer;
@@ -94,6 +94,10 @@ pub struct ConsumeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// `--redis-url` lists the seed nodes of a Redis Cluster, comma-separated (`redis://a:7000,redis://b:7000`) [env: REDIS_RETRY_REDIS_CLUSTER] [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cluster: Option<bool>,
     /// Delay before the first retry (doubles per retry, ±20 % jitter), e.g. `1s`, `250ms` [env: REDIS_RETRY_RETRY_BASE_DELAY] [default: 1s].
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
@@ -304,10 +308,14 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     result.map_err(|e| e.to_string())
 }
 
+/// How long `consume` waits for a Redis connection, and then for each reply, before it counts
+/// Redis as unreachable (it then waits for Redis without spending the task's retries).
+const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn consume(settings: &Settings) -> Result<(), SetupError> {
     let config = settings.consumer_config()?;
-    let client = redis::Client::open(settings.redis_url.as_str())
-        .map_err(|e| SetupError::Config(format!("redis_url: {e}")))?;
+    let target = settings.redis_target()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -323,28 +331,86 @@ async fn consume(settings: &Settings) -> Result<(), SetupError> {
         Some(addr) => Some((crate::exporter::bind(addr).await?, crate::exporter::install_recorder()?)),
         None => None,
     };
-    let manager_config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(5)));
-    // Redis may still be down when the consumer starts; tasks wait in Kafka meanwhile.
-    let mut backoff = Duration::from_millis(200);
-    let redis = loop {
-        tokio::select! {
-            _ = stopped() => return Ok(()),
-            conn = client.get_connection_manager_with_config(manager_config.clone()) => match conn {
-                Ok(conn) => break conn,
-                Err(e) if e.kind() == redis::ErrorKind::InvalidClientConfig
-                    || e.kind() == redis::ErrorKind::AuthenticationFailed => {
-                    return Err(SetupError::Config(format!("redis_url: {e}")));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "redis not reachable yet; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+    match target {
+        RedisTarget::Single(node) => {
+            let client =
+                redis::Client::open(*node).map_err(|e| SetupError::Config(format!("redis_url: {e}")))?;
+            let manager_config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+                .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
+            let connect = || client.get_connection_manager_with_config(manager_config.clone());
+            match connect_when_reachable(connect, &stopped).await? {
+                Some(redis) => run_consumer(config, redis, metrics, stopped).await,
+                None => Ok(()),
             }
         }
-    };
+        RedisTarget::Cluster(seeds) => {
+            // The cluster client routes each command to the node serving its slot and follows
+            // MOVED/ASK redirections itself; the timeouts bound each node's connection and reply.
+            let client = redis::cluster::ClusterClient::builder(seeds)
+                .connection_timeout(REDIS_CONNECT_TIMEOUT)
+                .response_timeout(REDIS_RESPONSE_TIMEOUT)
+                .build()
+                .map_err(|e| SetupError::Config(format!("redis_url: with redis_cluster: {e}")))?;
+            match connect_when_reachable(|| client.get_async_connection(), &stopped).await? {
+                Some(redis) => run_consumer(config, redis, metrics, stopped).await,
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// Connects, retrying with backoff while Redis is unreachable: it may still be down when the
+/// consumer starts, and tasks wait in Kafka meanwhile. `None` when asked to stop first; an error
+/// only for what waiting cannot fix (a bad URL, refused credentials).
+async fn connect_when_reachable<C, Conn, Stop, Stopped>(
+    mut connect: impl FnMut() -> Conn,
+    stopped: &Stop,
+) -> Result<Option<C>, SetupError>
+where
+    Conn: std::future::Future<Output = redis::RedisResult<C>>,
+    Stop: Fn() -> Stopped,
+    Stopped: std::future::Future<Output = ()>,
+{
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = tokio::select! {
+            _ = stopped() => return Ok(None),
+            conn = connect() => conn,
+        };
+        match attempt {
+            Ok(conn) => return Ok(Some(conn)),
+            Err(e)
+                if e.kind() == redis::ErrorKind::InvalidClientConfig
+                    || e.kind() == redis::ErrorKind::AuthenticationFailed =>
+            {
+                return Err(SetupError::Config(format!("redis_url: {e}")));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "redis not reachable yet; retrying");
+                tokio::select! {
+                    _ = stopped() => return Ok(None),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs the consumer on `redis` (one server or a cluster) until `stopped`, serving metrics and
+/// `/health` when asked to.
+async fn run_consumer<C, Stop, Stopped>(
+    config: ConsumerConfig,
+    redis: C,
+    metrics: Option<(tokio::net::TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
+    stopped: Stop,
+) -> Result<(), SetupError>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+    Stop: Fn() -> Stopped,
+    Stopped: std::future::Future<Output = ()> + Send + 'static,
+{
     let consumer = RedisRetryConsumer::new(config, redis)?;
     if let Some((listener, handle)) = metrics {
         let server = crate::exporter::serve(listener, handle, consumer.health(), stopped());

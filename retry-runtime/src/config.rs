@@ -4,6 +4,9 @@
 //! ```toml
 //! brokers = "kafka-1:9092,kafka-2:9092"
 //! redis_url = "rediss://:secret@cache:6380/0"
+//! # or the seed nodes of a Redis Cluster:
+//! # redis_url = "redis://cache-1:7000,redis://cache-2:7000"
+//! # redis_cluster = true
 //! retry_base_delay = "500ms"
 //! max_age = "1h"
 //!
@@ -19,6 +22,7 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use redis::IntoConnectionInfo;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::consumer::{ConsumerConfig, DEFAULT_GROUP};
@@ -55,8 +59,11 @@ pub struct Settings {
     pub topic: String,
     /// Consumer group.
     pub group: String,
-    /// Redis the consumer applies tasks to.
+    /// Redis the consumer applies tasks to; with `redis_cluster`, the comma-separated seed
+    /// nodes of a Redis Cluster.
     pub redis_url: String,
+    /// Whether `redis_url` names a Redis Cluster (its seed nodes) rather than one server.
+    pub redis_cluster: bool,
     /// Number of retry tiers.
     pub retry_tiers: usize,
     /// Delay before the first retry.
@@ -86,10 +93,6 @@ pub struct Settings {
     pub log_level: String,
     /// Shared secret (16 bytes or more) to sign tasks with and to check them against.
     pub signing_key: Option<String>,
-    /// Directory of the local spool for tasks Kafka cannot take (none: no spool).
-    pub spool_dir: Option<std::path::PathBuf>,
-    /// Largest size of the spool file.
-    pub spool_max_bytes: u64,
     /// librdkafka properties passed through (TLS, SASL, timeouts, ...).
     #[serde(deserialize_with = "flat_properties")]
     pub kafka: BTreeMap<String, String>,
@@ -103,6 +106,7 @@ impl Default for Settings {
             topic: DEFAULT_TOPIC.to_string(),
             group: DEFAULT_GROUP.to_string(),
             redis_url: "redis://127.0.0.1:6379/".to_string(),
+            redis_cluster: false,
             retry_tiers: c.kafka.retry_tiers,
             retry_base_delay: c.retry_base_delay,
             retry_max_delay: c.retry_max_delay,
@@ -116,8 +120,6 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
             signing_key: None,
-            spool_dir: None,
-            spool_max_bytes: c.kafka.spool_max_bytes,
             kafka: BTreeMap::new(),
         }
     }
@@ -129,6 +131,7 @@ const KEYS: &[&str] = &[
     "topic",
     "group",
     "redis_url",
+    "redis_cluster",
     "retry_tiers",
     "retry_base_delay",
     "retry_max_delay",
@@ -142,8 +145,6 @@ const KEYS: &[&str] = &[
     "log_format",
     "log_level",
     "signing_key",
-    "spool_dir",
-    "spool_max_bytes",
 ];
 
 impl Settings {
@@ -174,7 +175,61 @@ impl Settings {
             SigningKey::new(key)?;
         }
         settings.consumer_config()?;
+        settings.redis_target()?;
         Ok(settings)
+    }
+
+    /// The Redis that `consume` applies tasks to, checked: `redis_url` as one server, or with
+    /// `redis_cluster` as the comma-separated seed nodes of a Redis Cluster (which share their
+    /// password, TLS and protocol, and have only database 0).
+    ///
+    /// ```
+    /// use redis_retry_runtime::config::{RedisTarget, Settings};
+    /// let s = Settings { redis_url: "redis://a:7000,redis://b:7001".into(), redis_cluster: true, ..Settings::default() };
+    /// assert!(matches!(s.redis_target(), Ok(RedisTarget::Cluster(nodes)) if nodes.len() == 2));
+    /// let s = Settings { redis_cluster: false, ..s };
+    /// assert!(s.redis_target().unwrap_err().to_string().contains("redis_cluster"));
+    /// ```
+    pub fn redis_target(&self) -> Result<RedisTarget, SetupError> {
+        let bad = |msg: String| SetupError::Config(format!("redis_url: {msg}"));
+        if !self.redis_cluster {
+            return self
+                .redis_url
+                .as_str()
+                .into_connection_info()
+                .map(|node| RedisTarget::Single(Box::new(node)))
+                .map_err(|e| {
+                    // A password may hold a comma, so a list is only suspected once parsing failed.
+                    if self.redis_url.contains(',') {
+                        bad(format!(
+                            "{e}; a comma-separated list names the seed nodes of a Redis Cluster: \
+                         set redis_cluster (--redis-cluster, REDIS_RETRY_REDIS_CLUSTER=true)"
+                        ))
+                    } else {
+                        bad(e.to_string())
+                    }
+                });
+        }
+        let mut nodes = Vec::new();
+        for (i, url) in self.redis_url.split(',').map(str::trim).enumerate() {
+            let which = || format!("Redis Cluster seed node {} `{}`", i + 1, mask_url_password(url));
+            if url.is_empty() {
+                return Err(bad(format!(
+                    "{} is empty (with redis_cluster, a comma-separated list)",
+                    which()
+                )));
+            }
+            let info = url.into_connection_info().map_err(|e| bad(format!("{}: {e}", which())))?;
+            if info.redis_settings().db() != 0 {
+                return Err(bad(format!("{}: a Redis Cluster has only database 0", which())));
+            }
+            nodes.push(info);
+        }
+        // The client checks what the seeds must agree on (password, TLS, protocol, no sockets).
+        redis::cluster::ClusterClient::builder(nodes.clone())
+            .build()
+            .map_err(|e| bad(format!("with redis_cluster: {e}")))?;
+        Ok(RedisTarget::Cluster(nodes))
     }
 
     /// Kafka settings for producing.
@@ -186,8 +241,10 @@ impl Settings {
             properties: self.kafka.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             // Checked when the settings were resolved.
             signing_key: self.signing_key.as_ref().and_then(|k| SigningKey::new(k).ok()),
-            spool_dir: self.spool_dir.clone(),
-            spool_max_bytes: self.spool_max_bytes,
+            // The binary publishes only with waited sends (enqueue, DLQ replay, retry tiers),
+            // which report failure to their caller; the spool is for services' fire-and-forget
+            // capture path (`ProducerConfig::spool_dir`).
+            ..ProducerConfig::new("")
         }
     }
 
@@ -211,7 +268,11 @@ impl Settings {
     /// The settings as TOML, with passwords masked: what `redis-retry config` prints.
     pub fn to_toml_masked(&self) -> String {
         let mut shown = self.clone();
-        shown.redis_url = mask_url_password(&shown.redis_url);
+        shown.redis_url = if self.redis_cluster {
+            self.redis_url.split(',').map(mask_url_password).collect::<Vec<_>>().join(",")
+        } else {
+            mask_url_password(&self.redis_url)
+        };
         if shown.signing_key.is_some() {
             shown.signing_key = Some("***".to_string());
         }
@@ -222,6 +283,16 @@ impl Settings {
         }
         toml_lines(&shown)
     }
+}
+
+/// The Redis `consume` applies tasks to: see [`Settings::redis_target`].
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// One server (`redis_url`), boxed: the variants would differ in size tenfold.
+    Single(Box<redis::ConnectionInfo>),
+    /// The seed nodes of a Redis Cluster (`redis_url` with `redis_cluster`); the client finds
+    /// the other nodes and the slot map from them.
+    Cluster(Vec<redis::ConnectionInfo>),
 }
 
 /// One line per problem, naming the setting as the file spells it and where the bad value
@@ -359,11 +430,73 @@ mod tests {
     }
 
     #[test]
+    fn redis_cluster_comes_from_the_file_and_names_its_seeds() {
+        let dir = std::env::temp_dir().join(format!("redis-retry-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cluster.toml");
+        std::fs::write(&path, "redis_url = \"redis://a:7000, redis://b:7001\"\nredis_cluster = true\n")
+            .unwrap();
+        let s = Settings::resolve(Some(&path), &NoFlags {}).unwrap();
+        assert!(s.redis_cluster);
+        match s.redis_target().unwrap() {
+            RedisTarget::Cluster(nodes) => {
+                let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+                assert_eq!(addrs, ["a:7000", "b:7001"]);
+            }
+            other => panic!("expected a cluster, got {other:?}"),
+        }
+        #[derive(Serialize)]
+        struct Flags {
+            redis_cluster: bool,
+        }
+        let s = Settings::resolve(Some(&path), &Flags { redis_cluster: false }).unwrap_err().to_string();
+        assert!(s.contains("redis_url") && s.contains("redis_cluster"), "a list needs the setting: {s}");
+    }
+
+    #[test]
+    fn bad_cluster_seeds_name_redis_url_and_the_node() {
+        let cases = [
+            ("redis://a:7000,nosuch://b", "seed node 2"),
+            ("redis://a:7000,,redis://b:7001", "seed node 2 `` is empty"),
+            ("redis://a:7000/3", "only database 0"),
+            ("redis://:one@a:7000,redis://:two@b:7000", "different password"),
+            ("redis://a:7000,rediss://b:7000", "different TLS"),
+            ("", "seed node 1"),
+        ];
+        for (url, expected) in cases {
+            let s = Settings { redis_url: url.into(), redis_cluster: true, ..Settings::default() };
+            let err = s.redis_target().unwrap_err().to_string();
+            assert!(err.contains("redis_url") && err.contains(expected), "{url}: {err}");
+        }
+        let s = Settings {
+            redis_url: "redis://:hunter2@a:7000,nosuch://:hunter2@b".into(),
+            redis_cluster: true,
+            ..Settings::default()
+        };
+        let err = s.redis_target().unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "a password in the message: {err}");
+    }
+
+    #[test]
+    fn a_single_url_with_a_comma_in_its_password_is_one_server() {
+        let s = Settings { redis_url: "redis://:pa,ss@cache:6379/2".into(), ..Settings::default() };
+        assert!(matches!(s.redis_target(), Ok(RedisTarget::Single(_))));
+    }
+
+    #[test]
     fn passwords_are_masked_when_shown() {
         let mut s = Settings { redis_url: "redis://user:hunter2@cache:6379/0".into(), ..Settings::default() };
         s.kafka.insert("sasl.password".into(), "hunter3".into());
         let shown = s.to_toml_masked();
         assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
         assert!(shown.contains("redis://user:***@cache:6379/0"), "{shown}");
+        let cluster = Settings {
+            redis_url: "redis://:hunter2@a:7000,redis://:hunter2@b:7001".into(),
+            redis_cluster: true,
+            ..Settings::default()
+        };
+        let shown = cluster.to_toml_masked();
+        assert!(shown.contains(r#"redis_url = "redis://:***@a:7000,redis://:***@b:7001""#), "{shown}");
+        assert!(shown.contains("redis_cluster = true"), "{shown}");
     }
 }

@@ -31,7 +31,8 @@ use crate::exporter::Health;
 use crate::producer::{check_topic_name, dlq_headers, ProducerConfig, RetryProducer, Topics};
 use crate::scope;
 use crate::signing::SigningKey;
-use crate::task::{Mode, RedisTask};
+use crate::slots::{self, Unit};
+use crate::task::{Mode, RedisTask, TaskKind};
 
 /// The seed's consumer group.
 pub const DEFAULT_GROUP: &str = "redis-retry-consumer-group";
@@ -209,6 +210,14 @@ enum Settled {
     Done,
     /// Shutdown came first: leave it for the next run.
     Interrupted,
+}
+
+/// One request to Redis for (part of) a task.
+enum Request {
+    /// Sent with `req_packed_commands`: a pipeline or a transaction.
+    Pipeline(redis::Pipeline),
+    /// Sent alone with `req_packed_command`: a command whose keys span slots.
+    Command(redis::Cmd),
 }
 
 enum Applied {
@@ -499,42 +508,57 @@ where
             return Applied::Ok;
         }
         let guarded = task.mode == Mode::Replay && !task.is_idempotent();
-        let pipe = if guarded { self.guarded_pipeline(task) } else { task.to_pipeline() };
-        let (offset, count) = if pipe.is_transaction() { (pipe.len() + 1, 1) } else { (0, pipe.len()) };
-        let mut conn = self.redis.clone();
-        let result = scope::suppressed(conn.req_packed_commands(&pipe, offset, count)).await;
-        let values = match result {
-            Err(e) if is_unreachable(&e) => {
-                let failure = classify(&e);
-                // A guarded apply is safe to repeat: the guard tells whether it already ran.
-                return if failure == Failure::Transient(Delivery::Ambiguous)
-                    && !task.is_idempotent()
-                    && !guarded
-                {
-                    Applied::Failed(failure, e.to_string())
-                } else {
-                    Applied::Unreachable(e.to_string())
-                };
-            }
-            Err(e) => return Applied::Failed(classify(&e), e.to_string()),
-            Ok(values) => values,
-        };
-        let replies = match (pipe.is_transaction(), values.last()) {
-            (true, Some(Value::Array(items))) => items.as_slice(),
-            (true, _) => &[],
-            (false, _) => values.as_slice(),
-        };
         let mut worst: Option<(Failure, String)> = None;
-        for reply in replies {
-            if let Value::ServerError(e) = reply {
-                let failure = classify_server_error(e);
-                if worst.as_ref().is_none_or(|(f, _)| f.is_transient()) {
-                    worst = Some((failure, e.to_string()));
+        // Stays true only if the guard of every unit says it already ran.
+        let mut already_applied = guarded;
+        for request in self.requests(task, guarded) {
+            let mut conn = self.redis.clone();
+            let result = match &request {
+                Request::Pipeline(pipe) => {
+                    let (offset, count) =
+                        if pipe.is_transaction() { (pipe.len() + 1, 1) } else { (0, pipe.len()) };
+                    let values = scope::suppressed(conn.req_packed_commands(pipe, offset, count)).await;
+                    values.map(|values| match (pipe.is_transaction(), values.last()) {
+                        (true, Some(Value::Array(items))) => items.clone(),
+                        (true, _) => Vec::new(),
+                        (false, _) => values,
+                    })
                 }
+                // Alone, so that a cluster client can split it over the slots of its keys.
+                Request::Command(cmd) => {
+                    scope::suppressed(conn.req_packed_command(cmd)).await.map(|v| vec![v])
+                }
+            };
+            let replies = match result {
+                Err(e) if is_unreachable(&e) => {
+                    let failure = classify(&e);
+                    // A guarded apply is safe to repeat: the guard tells whether it already ran.
+                    return if failure == Failure::Transient(Delivery::Ambiguous)
+                        && !task.is_idempotent()
+                        && !guarded
+                    {
+                        Applied::Failed(failure, e.to_string())
+                    } else {
+                        Applied::Unreachable(e.to_string())
+                    };
+                }
+                Err(e) => return Applied::Failed(classify(&e), e.to_string()),
+                Ok(replies) => replies,
+            };
+            for reply in &replies {
+                if let Value::ServerError(e) = reply {
+                    let failure = classify_server_error(e);
+                    if worst.as_ref().is_none_or(|(f, _)| f.is_transient()) {
+                        worst = Some((failure, e.to_string()));
+                    }
+                }
+            }
+            if !matches!(replies.first(), Some(Value::Int(0))) {
+                already_applied = false;
             }
         }
         match worst {
-            None if guarded && matches!(replies.first(), Some(Value::Int(0))) => {
+            None if already_applied => {
                 metrics::counter!(counters::DEDUPLICATED).increment(1);
                 tracing::info!(task_id = %task.id, keys = %task.describe(), "non-idempotent task already applied; not applied again");
                 Applied::Ok
@@ -544,22 +568,77 @@ where
         }
     }
 
-    /// The task as one script that first sets its guard key (`SET NX`) and runs the commands
-    /// only if the guard was not there: a redelivered non-idempotent task is applied at most
-    /// once. The guard lives in the slot of the task's first key (hash tag), so the script is
-    /// valid in Redis Cluster as long as the task's keys share a slot.
-    fn guarded_pipeline(&self, task: &RedisTask) -> redis::Pipeline {
-        let keys = task.touched_keys();
-        let guard = guard_key(keys.first().copied().unwrap_or_default(), &task.id);
+    /// What to send for the task: one request per unit a Redis Cluster node can serve (see
+    /// [`slots`](crate::slots)), so that a task whose keys live on several nodes applies on a
+    /// cluster too. A transaction and a script stay one request: they cannot be cut.
+    fn requests(&self, task: &RedisTask, guarded: bool) -> Vec<Request> {
+        if task.mode == Mode::Replay && (task.kind == TaskKind::Lua || task.atomic) {
+            let whole =
+                if guarded { self.guarded_pipeline(&task.commands(), &task.id) } else { task.to_pipeline() };
+            return vec![Request::Pipeline(whole)];
+        }
+        let commands: Vec<Vec<&[u8]>> = match task.mode {
+            Mode::Invalidate => task.touched_keys().into_iter().map(|k| vec![&b"DEL"[..], k]).collect(),
+            _ => task.commands(),
+        };
+        let units = slots::units(commands);
+        let several = units.len() > 1;
+        let to_cmd = |parts: &[&[u8]]| {
+            let mut cmd = redis::Cmd::new();
+            for p in parts {
+                cmd.arg(*p);
+            }
+            cmd
+        };
+        units
+            .iter()
+            .enumerate()
+            .map(|(i, unit)| {
+                // Each unit is guarded on its own; a task of one unit keeps the task's guard.
+                let guard_id = if several { format!("{}/{i}", task.id) } else { task.id.clone() };
+                match unit {
+                    Unit::Slot(cmds) if guarded => Request::Pipeline(self.guarded_pipeline(cmds, &guard_id)),
+                    Unit::Spanning(parts) if guarded => {
+                        Request::Pipeline(self.guarded_pipeline(std::slice::from_ref(parts), &guard_id))
+                    }
+                    Unit::Slot(cmds) => {
+                        let mut pipe = redis::pipe();
+                        for parts in cmds {
+                            pipe.add_command(to_cmd(parts));
+                        }
+                        Request::Pipeline(pipe)
+                    }
+                    Unit::Spanning(parts) => Request::Command(to_cmd(parts)),
+                }
+            })
+            .collect()
+    }
+
+    /// `commands` as one script that first sets the guard key of `guard_id` (`SET NX`) and
+    /// runs the commands only if the guard was not there: a redelivered non-idempotent task is
+    /// applied at most once. The guard lives in the slot of the first key (hash tag), so the
+    /// script is valid in Redis Cluster when the commands' keys share a slot, which
+    /// [`requests`](Self::requests) sees to.
+    fn guarded_pipeline(&self, commands: &[Vec<&[u8]>], guard_id: &str) -> redis::Pipeline {
+        let mut keys: Vec<&[u8]> = Vec::new();
+        for parts in commands {
+            if let Some(spec) = crate::commands::lookup(parts) {
+                for key in crate::commands::keys(spec, parts) {
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        let guard = guard_key(keys.first().copied().unwrap_or_default(), guard_id);
         let ttl = (self.config.max_age + Duration::from_secs(3600)).as_secs().max(1);
-        let commands = task.commands();
         let mut pipe = redis::pipe();
         let cmd = pipe.cmd("EVAL").arg(GUARD_SCRIPT).arg(1 + keys.len()).arg(guard.as_slice());
         for k in &keys {
             cmd.arg(*k);
         }
         cmd.arg(ttl).arg(commands.len());
-        for parts in &commands {
+        for parts in commands {
             cmd.arg(parts.len());
             for p in parts {
                 cmd.arg(*p);

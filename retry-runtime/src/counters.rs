@@ -7,7 +7,9 @@
 pub const CAPTURED: &str = "redis_retry_captured_total";
 /// Tasks acknowledged by Kafka.
 pub const ENQUEUED: &str = "redis_retry_enqueued_total";
-/// Tasks Kafka did not take (label `reason`).
+/// Tasks neither acknowledged by Kafka nor kept in the spool (label `reason`: `delivery`,
+/// `queue`, `no_producer`, `spool_refused`, `permanent`): lost unless their caller retries them.
+/// A task that went to the spool instead is counted in [`SPOOLED`], not here.
 pub const ENQUEUE_FAILURES: &str = "redis_retry_enqueue_failures_total";
 /// Failed writes only logged (`mode = "log"`, `log_redis_error`).
 pub const LOGGED: &str = "redis_retry_logged_total";
@@ -24,3 +26,18 @@ pub const APPLY_SECONDS: &str = "redis_retry_apply_seconds";
 pub const CONSUMER_LAG: &str = "redis_retry_consumer_lag";
 /// Redelivered non-idempotent tasks that their guard key showed were applied already.
 pub const DEDUPLICATED: &str = "redis_retry_deduplicated_total";
+/// Tasks kept in the local spool because Kafka could not take them (label `cause`:
+/// `send_refused`, `delivery_failed`, `spool_active` for tasks queued behind spooled ones,
+/// `waiter_gone` for a failed waited send whose caller stopped waiting).
+pub const SPOOLED: &str = "redis_retry_spooled_total";
+/// Spooled tasks Kafka acknowledged on re-publishing.
+pub const SPOOL_REPLAYED: &str = "redis_retry_spool_replayed_total";
+/// Tasks the spool refused (label `reason`: `full`, `too_large`, `io`): each is logged at
+/// error level with its keys and source, and is lost unless its caller retries it.
+pub const SPOOL_REFUSED: &str = "redis_retry_spool_refused_total";
+/// Bytes the spool's files take (gauge).
+pub const SPOOL_BYTES: &str = "redis_retry_spool_bytes";
+/// Tasks waiting in the spool (gauge).
+pub const SPOOL_RECORDS: &str = "redis_retry_spool_records";
+/// Bytes of spool files found damaged or cut short by a crash, and dropped.
+pub const SPOOL_CORRUPT_BYTES: &str = "redis_retry_spool_corrupt_bytes_total";

@@ -275,6 +275,9 @@ pub enum PublishError {
     /// The delivery report never came (the producer was dropped).
     #[error("the producer went away before the delivery report")]
     Canceled,
+    /// Kafka cannot take the task and the producer's spool refused it (full, I/O error).
+    #[error("kafka cannot take the task and the spool refused it: {0}")]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 /// Why the producer or consumer could not be set up or run.

@@ -30,6 +30,8 @@ pub mod producer;
 pub mod scope;
 pub mod script;
 pub mod signing;
+mod slots;
+pub mod spool;
 pub mod task;
 
 pub use connection::RetryConnection;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::stack::Stack;
+use super::stack::{Stack, ONE_MESSAGE_BATCHES};
 use super::{redis_retry_bin, unique};
 
 /// `REDIS_RETRY_*` settings pointing at `stack`.
@@ -49,6 +49,7 @@ impl Consumer {
         let out = File::create(&log).expect("log file");
         let child = Command::new(redis_retry_bin())
             .args(["consume", "--retry-base-delay", "300ms", "--retry-max-delay", "2s", "--partitions", "1"])
+            .args(["-X", &format!("{}={}", ONE_MESSAGE_BATCHES.0, ONE_MESSAGE_BATCHES.1)])
             .args(extra)
             .env_clear()
             .envs(stack_env(stack, group))

@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod binary;
+pub mod cluster;
 mod kafka_broker;
 mod process;
 mod proxy;
