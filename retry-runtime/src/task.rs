@@ -855,8 +855,8 @@ impl RedisTask {
     /// The Redis commands that carry out the task in `mode`, as one pipeline.
     ///
     /// `replay` gives the captured command(s) (a Lua task becomes `EVAL`); `invalidate` gives
-    /// one `DEL` per touched key (one per key, so that it also works across Redis Cluster
-    /// slots); `log` gives an empty pipeline.
+    /// one `DEL` per touched key; `log` gives an empty pipeline. (On Redis Cluster the consumer
+    /// sends such a pipeline slot by slot.)
     pub fn to_pipeline(&self) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         match self.mode {
