@@ -357,7 +357,10 @@ fn a_full_spool_refuses_tasks_with_a_clear_error_and_never_panics() {
     };
     assert!(matches!(refusal, PublishError::Spool(_)), "{refusal:?}");
     let message = refusal.to_string();
-    assert!(message.contains("spool") && message.contains("4096"), "a clear error naming the limit: {message}");
+    assert!(
+        message.contains("spool") && message.contains("4096"),
+        "a clear error naming the limit: {message}"
+    );
     // More refusals are just as orderly.
     assert!(producer.publish(&task(9999)).is_err());
     let stats = producer.spool_stats().unwrap();
