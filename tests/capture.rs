@@ -8,34 +8,16 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis_retry::scope::{self, ScopeMeta};
-use redis_retry::{Mode, RedisTask, RetryConnection, Script, TaskContext, TaskKind};
-use support::stack::{refuse_writes, wait_until, Stack};
+use redis_retry::{Mode, RetryConnection, Script, TaskContext, TaskKind};
+use support::stack::{manager_through, refuse_writes, wait_until, Stack};
 use support::Proxy;
 
 type Conn = RetryConnection<redis::aio::ConnectionManager>;
 
 /// A retrying connection to Redis through `proxy`, publishing on the stack's producer.
 async fn connect(stack: &Stack, proxy: &Proxy) -> Conn {
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(500)))
-        .set_response_timeout(Some(Duration::from_millis(500)))
-        .set_number_of_retries(1);
-    let manager = redis::Client::open(proxy.url())
-        .unwrap()
-        .get_connection_manager_with_config(config)
-        .await
-        .expect("connection manager");
-    RetryConnection::new(manager).with_producer(stack.producer.clone())
-}
-
-async fn tasks_on(stack: &Stack, n: usize, wait: Duration) -> Vec<RedisTask> {
-    stack
-        .kafka
-        .read_messages(&stack.topic, n, wait)
-        .await
-        .iter()
-        .map(|m| RedisTask::from_json(rdkafka::Message::payload(m).unwrap_or_default()).expect("valid task"))
-        .collect()
+    RetryConnection::new(manager_through(proxy, Duration::from_millis(500)).await)
+        .with_producer(stack.producer.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +34,7 @@ async fn failed_set_in_scope_is_published_at_once_and_applied_after_redis_return
         scope::capture(meta, async { conn.set_ex("device:token:d1", "tok-1", 300).await }).await;
     assert!(result.is_err(), "the write fails while Redis is cut off");
 
-    let tasks = tasks_on(&stack, 2, Duration::from_secs(5)).await;
+    let tasks = stack.tasks(2, Duration::from_secs(5)).await;
     assert_eq!(tasks.len(), 1, "exactly one task: {tasks:?}");
     let task = &tasks[0];
     assert_eq!(task.kind, TaskKind::Simple);
@@ -106,14 +88,14 @@ async fn reads_permanent_errors_and_writes_outside_a_scope_are_never_captured() 
     let outside: redis::RedisResult<()> = conn.del("plain").await;
     assert!(outside.is_err());
 
-    let tasks = tasks_on(&stack, 1, Duration::from_secs(3)).await;
+    let tasks = stack.tasks(1, Duration::from_secs(3)).await;
     assert!(tasks.is_empty(), "nothing may be captured, got {tasks:?}");
 
     // ... unless the connection was built to capture every failed write.
     let mut all = conn.clone().capture_all("Repo.default");
     let failed: redis::RedisResult<()> = all.del("plain").await;
     assert!(failed.is_err());
-    let tasks = tasks_on(&stack, 1, Duration::from_secs(5)).await;
+    let tasks = stack.tasks(1, Duration::from_secs(5)).await;
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].source, "Repo.default");
     assert_eq!(tasks[0].command.to_ascii_uppercase(), "DEL");
@@ -137,7 +119,7 @@ async fn pipelines_become_one_task_holding_only_their_writes() {
     .await;
     assert!(atomic.is_err());
 
-    let tasks = tasks_on(&stack, 3, Duration::from_secs(5)).await;
+    let tasks = stack.tasks(3, Duration::from_secs(5)).await;
     assert_eq!(tasks.len(), 2, "{tasks:?}");
     let pipe = tasks.iter().find(|t| t.source == "Repo.pipe").expect("pipeline task");
     assert_eq!(pipe.kind, TaskKind::Pipeline);
@@ -163,7 +145,7 @@ async fn an_error_reply_saying_not_now_is_captured_per_command() {
     })
     .await;
     assert!(result.is_err());
-    let tasks = tasks_on(&stack, 2, Duration::from_secs(5)).await;
+    let tasks = stack.tasks(2, Duration::from_secs(5)).await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0].kind, TaskKind::Simple);
     assert_eq!(tasks[0].command.to_ascii_uppercase(), "SET");
@@ -193,7 +175,7 @@ async fn a_failed_script_is_captured_with_its_body_and_replayed() {
     })
     .await;
     assert!(result.is_err());
-    let tasks = tasks_on(&stack, 2, Duration::from_secs(5)).await;
+    let tasks = stack.tasks(2, Duration::from_secs(5)).await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0].kind, TaskKind::Lua);
     assert_eq!(tasks[0].lua_script, body);
@@ -232,7 +214,7 @@ async fn invalidate_mode_queues_a_delete_and_log_mode_queues_nothing() {
         })
         .await;
     assert!(invalidated.is_err());
-    let tasks = tasks_on(&stack, 2, Duration::from_secs(5)).await;
+    let tasks = stack.tasks(2, Duration::from_secs(5)).await;
     assert_eq!(tasks.len(), 1, "log mode queues nothing: {tasks:?}");
     let task = &tasks[0];
     assert_eq!(task.mode, Mode::Invalidate);
@@ -258,5 +240,5 @@ async fn an_ambiguous_non_idempotent_write_is_dead_lettered_not_replayed() {
         .find(|h| h.key == "reason")
         .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()));
     assert_eq!(reason.as_deref(), Some("ambiguous"));
-    assert!(tasks_on(&stack, 1, Duration::from_secs(1)).await.is_empty(), "never on the main topic");
+    assert!(stack.tasks(1, Duration::from_secs(1)).await.is_empty(), "never on the main topic");
 }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis_retry::{redis_retry, scope, Mode, RedisTask, RetryConnection, ScopeMeta, TaskContext, TaskKind};
-use support::stack::{wait_until, Stack};
+use redis_retry::{redis_retry, scope, Mode, RetryConnection, ScopeMeta, TaskContext, TaskKind};
+use support::stack::{manager_through, wait_until, Stack};
 use support::Proxy;
 
 type Conn = RetryConnection<redis::aio::ConnectionManager>;
@@ -237,26 +237,8 @@ impl Repository {
 
 /// A retrying connection to Redis through `proxy`, publishing on the stack's producer.
 async fn repository(stack: &Stack, proxy: &Proxy) -> Repository {
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(500)))
-        .set_response_timeout(Some(Duration::from_millis(500)))
-        .set_number_of_retries(1);
-    let manager = redis::Client::open(proxy.url())
-        .unwrap()
-        .get_connection_manager_with_config(config)
-        .await
-        .expect("connection manager");
+    let manager = manager_through(proxy, Duration::from_millis(500)).await;
     Repository { redis: RetryConnection::new(manager).with_producer(stack.producer.clone()) }
-}
-
-async fn tasks_on(stack: &Stack, n: usize, wait: Duration) -> Vec<RedisTask> {
-    stack
-        .kafka
-        .read_messages(&stack.topic, n, wait)
-        .await
-        .iter()
-        .map(|m| RedisTask::from_json(rdkafka::Message::payload(m).unwrap_or_default()).expect("valid task"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +252,7 @@ async fn a_failed_set_becomes_one_task_with_the_attribute_s_options_and_is_appli
     let result = repo.save_token(&ctx, "d7", "tok-7").await;
     assert!(result.is_err(), "the write fails while Redis is cut off");
 
-    let tasks = tasks_on(&stack, 2, Duration::from_secs(5)).await;
+    let tasks = stack.tasks(2, Duration::from_secs(5)).await;
     assert_eq!(tasks.len(), 1, "exactly one task: {tasks:?}");
     let task = &tasks[0];
     assert_eq!(task.kind, TaskKind::Simple);
@@ -307,7 +289,7 @@ async fn invalidate_mode_queues_a_delete_of_the_touched_keys() {
 
     assert!(repo.update_user("u1").await.is_err());
 
-    let tasks = tasks_on(&stack, 2, Duration::from_secs(5)).await;
+    let tasks = stack.tasks(2, Duration::from_secs(5)).await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     let task = &tasks[0];
     assert_eq!(task.source, "UserRepository.UpdateUser");
@@ -347,7 +329,7 @@ async fn log_mode_queues_nothing_and_logs_the_failed_backfill() {
 
     assert_eq!(repo.get_user_info("u2").await, "user u2", "the read path answers from the database");
 
-    assert!(tasks_on(&stack, 1, Duration::from_secs(3)).await.is_empty(), "log mode queues nothing");
+    assert!(stack.tasks(1, Duration::from_secs(3)).await.is_empty(), "log mode queues nothing");
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let line = logs
         .lines()
@@ -380,7 +362,7 @@ async fn a_request_dropped_after_its_failed_write_still_produced_its_task() {
     .await;
     assert!(dropped.is_ok(), "the DEL failed within 10 s");
 
-    let tasks = tasks_on(&stack, 2, Duration::from_secs(5)).await;
+    let tasks = stack.tasks(2, Duration::from_secs(5)).await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0].source, "UserRepository.DeleteUser");
     assert_eq!(tasks[0].command.to_ascii_uppercase(), "DEL");
@@ -397,7 +379,7 @@ async fn a_method_that_succeeds_produces_nothing() {
     repo.save_token(&ctx, "d8", "tok-8").await.expect("Redis is up");
     repo.update_user("u8").await.expect("Redis is up");
 
-    assert!(tasks_on(&stack, 1, Duration::from_secs(3)).await.is_empty(), "nothing to retry");
+    assert!(stack.tasks(1, Duration::from_secs(3)).await.is_empty(), "nothing to retry");
     let mut direct = stack.conn().await;
     let token: Option<String> = direct.get("device:token:d8").await.unwrap();
     assert_eq!(token.as_deref(), Some("tok-8"));

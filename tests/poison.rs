@@ -10,6 +10,7 @@ use rdkafka::producer::FutureRecord;
 use redis::AsyncCommands;
 use redis_retry::signing::{SigningKey, SIGNATURE_HEADER};
 use redis_retry::RedisTask;
+use support::report::record;
 use support::stack::{wait_until, Stack};
 
 const KEY: &str = "a shared secret for the poison test";
@@ -193,6 +194,26 @@ async fn every_kind_of_poison_is_dead_lettered_with_its_reason_and_good_tasks_fl
         kinds.len() + 1
     );
     assert!(kinds.len() + 1 >= 20, "at least 20 kinds");
+    let mut by_reason: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in &reasons {
+        *by_reason.entry(r.as_str()).or_default() += 1;
+    }
+    let mut rows: Vec<(&str, String)> = vec![
+        ("kinds of poison", (kinds.len() + 1).to_string()),
+        ("dead-lettered with the expected reason", format!("{} of {total}", reasons.len())),
+    ];
+    rows.extend(by_reason.iter().map(|(r, n)| (*r, format!("{n} messages"))));
+    rows.push((
+        "good task behind them applied after the consumer started",
+        format!("{:.2} s", behind.as_secs_f64()),
+    ));
+    record(
+        "Poison input",
+        "`tests/poison.rs`: malformed JSON of many shapes, wrong types, out-of-range fields, forbidden, unknown and \
+         read commands, Lua on a consumer without Lua, an oversize message, unsigned and forged signatures, a \
+         negative TTL and a WRONGTYPE, queued ahead of a good task, on a consumer that checks signatures.",
+        &rows,
+    );
 
     // The consumer is still up: a task sent now is applied too.
     let later = RedisTask::set("later", "also", Duration::ZERO).unwrap().to_json();

@@ -16,7 +16,7 @@ use redis::AsyncCommands;
 use redis_retry::scope::{self, ScopeMeta};
 use redis_retry::signing::{SigningKey, SIGNATURE_HEADER};
 use redis_retry::{DlqReason, ProducerConfig, PublishError, RedisTask, RetryConnection, RetryProducer};
-use support::stack::{wait_until, Stack};
+use support::stack::{manager_through, wait_until, Stack};
 use support::{report, unique, Proxy};
 
 /// A spool directory removed when the test ends.
@@ -69,15 +69,7 @@ async fn kafka_down_for_30_s_during_a_redis_outage_loses_no_write() {
         .property("max.in.flight.requests.per.connection", "1");
     let producer = RetryProducer::new(&config).expect("producer");
     let proxy = Proxy::start(stack.redis.addr());
-    let manager_config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(300)))
-        .set_response_timeout(Some(Duration::from_millis(300)))
-        .set_number_of_retries(1);
-    let manager = redis::Client::open(proxy.url())
-        .unwrap()
-        .get_connection_manager_with_config(manager_config)
-        .await
-        .expect("connection manager");
+    let manager = manager_through(&proxy, Duration::from_millis(300)).await;
     let conn = RetryConnection::new(manager).with_producer(producer.clone());
 
     proxy.cut();

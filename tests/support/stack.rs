@@ -92,10 +92,37 @@ impl Stack {
             .expect("consumer task panicked")
     }
 
+    /// Every task on the main topic (at most `n`, waiting at most `wait`).
+    pub async fn tasks(&self, n: usize, wait: Duration) -> Vec<redis_retry::RedisTask> {
+        self.kafka
+            .read_messages(&self.topic, n, wait)
+            .await
+            .iter()
+            .map(|m| {
+                let payload = rdkafka::Message::payload(m).unwrap_or_default();
+                redis_retry::RedisTask::from_json(payload).expect("a valid task on the main topic")
+            })
+            .collect()
+    }
+
     /// A connection to the test's Redis.
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
         self.redis.conn().await
     }
+}
+
+/// A connection manager to Redis through `proxy`, with `timeout` for connecting and for each
+/// reply, so that a cut-off shows at once.
+pub async fn manager_through(proxy: &super::Proxy, timeout: Duration) -> redis::aio::ConnectionManager {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1);
+    redis::Client::open(proxy.url())
+        .expect("proxy url")
+        .get_connection_manager_with_config(config)
+        .await
+        .expect("connection manager through the proxy")
 }
 
 /// Makes Redis answer every write with `NOREPLICAS` (it demands a replica it does not have),
