@@ -13,7 +13,9 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use crate::commands::{self, Access};
 use crate::errors::{classify, classify_server_error, Delivery, DlqReason, Failure};
-use crate::producer::{global_producer, report_capture, report_unqueued, RetryProducer};
+use crate::producer::{
+    global_producer, report_ambiguous_capture, report_capture, report_unqueued, RetryProducer,
+};
 use crate::scope::{self, Current, ScopeMeta};
 use crate::script;
 use crate::task::{Arg, Mode, RedisCmd, RedisTask};
@@ -116,7 +118,7 @@ impl<C> RetryConnection<C> {
             },
             Mode::Replay if !idempotent && delivery == Delivery::Ambiguous => {
                 // It may have run: replaying could apply it twice, so a person decides.
-                report_capture(&task);
+                report_ambiguous_capture(&task);
                 let result = match producer {
                     Some(p) => p.dead_letter(&task, DlqReason::Ambiguous, &task.original_err),
                     None => Err(crate::PublishError::NoProducer),

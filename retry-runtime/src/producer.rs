@@ -998,6 +998,19 @@ impl RetryProducer {
 }
 
 pub(crate) fn report_capture(task: &RedisTask) {
+    log_capture(task, "redis write failed, sending it to the retry queue");
+}
+
+/// A captured non-idempotent write that may have run: it goes to the dead-letter topic, not
+/// to the retry queue, and the log says so.
+pub(crate) fn report_ambiguous_capture(task: &RedisTask) {
+    log_capture(
+        task,
+        "non-idempotent redis write failed and may have run; dead-lettered as ambiguous, not retried",
+    );
+}
+
+fn log_capture(task: &RedisTask, what: &str) {
     metrics::counter!(counters::CAPTURED).increment(1);
     tracing::error!(
         error = %task.original_err,
@@ -1008,7 +1021,7 @@ pub(crate) fn report_capture(task: &RedisTask) {
         user_uuid = %task.user_uuid,
         source = %task.source,
         task_id = %task.id,
-        "redis write failed, sending it to the retry queue"
+        "{what}"
     );
 }
 
