@@ -891,7 +891,14 @@ impl RetryProducer {
     /// Waits until every queued task was delivered or failed (and so spooled), at most
     /// `timeout`, then forces the spool to disk.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        let result = self.inner.producer.flush(timeout);
+        // rdkafka's flush polls in steps of 100 ms however soon the queue empties; the
+        // producer's own thread already serves delivery reports, so watching the queue drain
+        // returns as soon as the last one is in.
+        let deadline = std::time::Instant::now() + timeout;
+        while self.inner.producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let result = self.inner.producer.flush(deadline.saturating_duration_since(std::time::Instant::now()));
         if let Some(spool) = &self.inner.shared.spool {
             spool.sync();
         }
