@@ -3,14 +3,13 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis_retry::RedisTask;
-use support::binary::Consumer;
+use support::binary::{assert_config_error, Consumer};
 use support::stack::{wait_until, Stack};
-use support::{redis_retry_bin, unique};
+use support::unique;
 
 /// Messages exactly as Go's encoding/json marshals the seed's RedisTask.
 fn seed_messages() -> Vec<String> {
@@ -162,15 +161,6 @@ fn bad_configuration_is_a_clear_error_with_exit_code_2() {
         (&["consume", "--brokers", ""], "brokers"),
     ];
     for (args, names) in cases {
-        let out = Command::new(redis_retry_bin())
-            .args(*args)
-            .env_clear()
-            .stdin(Stdio::null())
-            .output()
-            .expect("run redis-retry");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?} exits 2; stderr:\n{stderr}");
-        assert!(stderr.contains(names), "{args:?}: the message names `{names}`:\n{stderr}");
-        assert!(!stderr.contains("panicked"), "{args:?} must not panic:\n{stderr}");
+        assert_config_error(args, &[], names);
     }
 }

@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -14,10 +13,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::AsyncCommands;
 use redis_retry::scope::{self, ScopeMeta};
 use redis_retry::{Mode, RedisCmd, RedisTask, RetryConnection, Script};
-use support::binary::Consumer;
+use support::binary::{assert_config_error, Consumer};
 use support::cluster::RedisCluster;
 use support::stack::{wait_until, Stack};
-use support::{redis_retry_bin, unique};
+use support::unique;
 
 /// What a key must hold once every task was applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -459,26 +458,8 @@ fn a_bad_cluster_seed_list_is_a_clear_error_with_exit_code_2() {
         (&["consume", "--redis-cluster=maybe"], "--redis-cluster"),
     ];
     for (args, expected) in cases {
-        let out = Command::new(redis_retry_bin())
-            .args(*args)
-            .env_clear()
-            .stdin(Stdio::null())
-            .output()
-            .expect("run redis-retry");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?} exits 2; stderr:\n{stderr}");
-        assert!(stderr.contains(expected), "{args:?}: the message names `{expected}`:\n{stderr}");
-        assert!(!stderr.contains("panicked"), "{args:?} must not panic:\n{stderr}");
+        assert_config_error(args, &[], expected);
     }
-    let env = [("REDIS_RETRY_REDIS_CLUSTER", "yes please")];
-    let out = Command::new(redis_retry_bin())
-        .arg("consume")
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run redis-retry");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("REDIS_RETRY_REDIS_CLUSTER"), "{stderr}");
+    let env = [("REDIS_RETRY_REDIS_CLUSTER", "yes please".to_string())];
+    assert_config_error(&["consume"], &env, "REDIS_RETRY_REDIS_CLUSTER");
 }

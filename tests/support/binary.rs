@@ -37,6 +37,17 @@ pub fn run(args: &[&str], env: &[(&str, String)], stdin: &[u8]) -> Output {
     child.wait_with_output().expect("redis-retry output")
 }
 
+/// Runs `redis-retry args...` with only `env` set and checks that it refuses its configuration
+/// as a user should see it: exit code 2, a message naming `names`, no panic. Returns stderr.
+pub fn assert_config_error(args: &[&str], env: &[(&str, String)], names: &str) -> String {
+    let out = run(args, env, b"");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?} {env:?} exits 2; stderr:\n{stderr}");
+    assert!(stderr.contains(names), "{args:?} {env:?}: the message names `{names}`:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?} {env:?} must not panic:\n{stderr}");
+    stderr
+}
+
 /// A running `redis-retry consume`; killed when dropped.
 pub struct Consumer {
     child: Child,

@@ -52,40 +52,28 @@ impl Node {
     }
 
     fn args(&self) -> Vec<OsString> {
-        let dir = std::env::temp_dir();
-        let (port, bus_port) = (self.port.to_string(), self.bus_port.to_string());
-        [
-            "--port",
-            &port,
-            "--cluster-port",
-            &bus_port,
-            "--bind",
-            "127.0.0.1",
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            &self.config_file.to_string_lossy(),
-            "--cluster-node-timeout",
-            NODE_TIMEOUT_MS,
-            // A stopped node takes only its own slots down; the others keep serving theirs, which
-            // is what a test of "writes to that node fail" needs (and what a cache cluster wants).
-            "--cluster-require-full-coverage",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            // Without a --dir the node could drop files in the crate root.
-            "--dir",
-            &dir.to_string_lossy(),
-            "--logfile",
-            "",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect()
+        let mut args = super::redis_server::args(self.port);
+        let bus_port = self.bus_port.to_string();
+        args.extend(
+            [
+                "--cluster-port",
+                &bus_port,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &self.config_file.to_string_lossy(),
+                "--cluster-node-timeout",
+                NODE_TIMEOUT_MS,
+                // A stopped node takes only its own slots down; the others keep serving theirs,
+                // which is what a test of "writes to that node fail" needs (and what a cache
+                // cluster wants).
+                "--cluster-require-full-coverage",
+                "no",
+            ]
+            .iter()
+            .map(OsString::from),
+        );
+        args
     }
 
     fn spawn(&mut self) {

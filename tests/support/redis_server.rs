@@ -113,7 +113,9 @@ impl Drop for RedisServer {
     }
 }
 
-fn args(port: u16) -> Vec<OsString> {
+/// A `redis-server` on `port` of 127.0.0.1 that keeps nothing on disk; the cluster harness adds
+/// its own options to these.
+pub(super) fn args(port: u16) -> Vec<OsString> {
     let dir = std::env::temp_dir();
     [
         "--port",
