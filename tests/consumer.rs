@@ -221,3 +221,68 @@ async fn a_redelivered_non_idempotent_task_is_applied_at_most_once() {
     assert_eq!(admin.llen::<_, i64>("seed-list").await.unwrap(), 1, "the seed's LPUSH once");
     stack.stop_consumer().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_applied_in_batches_keeps_partition_order_and_settles_each_task_on_its_own() {
+    let mut stack = Stack::start().await;
+    let mut admin = stack.conn().await;
+    let _: () = admin.set("str", "x").await.unwrap();
+    let topic = stack.topic.clone();
+    // Queued before the consumer starts, so that it reads them as a few large batches: ten
+    // keys each overwritten many times (order matters), a counter (non-idempotent, guarded),
+    // and two bad tasks in the middle that must leave the good ones around them untouched.
+    const ROUNDS: usize = 60;
+    for i in 0..ROUNDS {
+        for k in 0..10 {
+            stack
+                .producer
+                .publish(&RedisTask::set(format!("k{k}"), format!("v{i}"), Duration::ZERO).unwrap())
+                .unwrap();
+        }
+        stack.producer.publish(&RedisTask::command("INCRBY", ["counter", "1"]).unwrap()).unwrap();
+        if i == ROUNDS / 2 {
+            stack.producer.publish(&RedisTask::sadd("str", ["m"]).unwrap()).unwrap();
+            stack.kafka.produce(&topic, Some(b"k0"), b"{not json").await;
+        }
+    }
+    stack.producer.flush(Duration::from_secs(30)).unwrap();
+    stack.spawn_consumer(stack.consumer_config(), &stack.redis.url()).await;
+
+    let dlq_topic = format!("{topic}.dlq");
+    let dlq = stack.kafka.read_messages(&dlq_topic, 2, Duration::from_secs(30)).await;
+    let mut reasons: Vec<String> = dlq.iter().map(|m| header(m, "reason").unwrap_or_default()).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["malformed", "permanent_error"]);
+    wait_until("the counter to reach its count", Duration::from_secs(30), || {
+        let mut c = admin.clone();
+        async move { c.get::<_, Option<usize>>("counter").await.ok().flatten() == Some(ROUNDS) }
+    })
+    .await;
+    for k in 0..10 {
+        let value: Option<String> = admin.get(format!("k{k}")).await.unwrap();
+        assert_eq!(value, Some(format!("v{}", ROUNDS - 1)), "k{k} holds the last write of its partition");
+    }
+    assert_eq!(admin.get::<_, String>("str").await.unwrap(), "x", "the refused write changed nothing");
+    let dlq = stack.kafka.read_messages(&dlq_topic, 3, Duration::from_secs(1)).await;
+    assert_eq!(dlq.len(), 2, "only the two bad tasks are dead-lettered");
+    stack.stop_consumer().await.unwrap();
+    // Redelivered in full to a second consumer of the same group: nothing is applied twice.
+    // The sentinel comes last on the one partition: once it is there, all was replayed.
+    stack.producer.publish_and_wait(&RedisTask::set("sentinel", "1", Duration::ZERO).unwrap()).await.unwrap();
+    let mut again = stack.consumer_config();
+    again.group = format!("{}-again", again.group);
+    stack.spawn_consumer(again, &stack.redis.url()).await;
+    wait_until("the second consumer to reach the sentinel", Duration::from_secs(30), || {
+        let mut c = admin.clone();
+        async move { c.exists::<_, bool>("sentinel").await.unwrap_or(false) }
+    })
+    .await;
+    let dlq = stack.kafka.read_messages(&dlq_topic, 4, Duration::from_secs(30)).await;
+    assert_eq!(dlq.len(), 4, "the second consumer dead-letters the same two");
+    for k in 0..10 {
+        let value: Option<String> = admin.get(format!("k{k}")).await.unwrap();
+        assert_eq!(value, Some(format!("v{}", ROUNDS - 1)), "k{k} after the replay");
+    }
+    assert_eq!(admin.get::<_, Option<usize>>("counter").await.unwrap(), Some(ROUNDS), "INCRBY applied once");
+    stack.stop_consumer().await.unwrap();
+}

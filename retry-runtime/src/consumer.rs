@@ -11,28 +11,27 @@
 //! nor hammers Redis. Retries and their budget are for a Redis that answers and says "not now".
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use rand::Rng;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
 use redis::aio::ConnectionLike;
-use redis::Value;
 use tokio::sync::watch;
 
+use crate::apply::{self, Applied, Plan};
 use crate::counters;
-use crate::errors::{
-    classify, classify_server_error, is_unreachable, Delivery, DlqReason, Failure, SetupError,
-};
+use crate::errors::{Delivery, DlqReason, Failure, SetupError};
 use crate::exporter::Health;
 use crate::producer::{check_topic_name, dlq_headers, ProducerConfig, RetryProducer, Topics};
-use crate::scope;
 use crate::signing::SigningKey;
-use crate::slots::{self, Unit};
-use crate::task::{Mode, RedisTask, TaskKind};
+use crate::task::{Mode, RedisTask};
 
 /// The seed's consumer group.
 pub const DEFAULT_GROUP: &str = "redis-retry-consumer-group";
@@ -212,20 +211,15 @@ enum Settled {
     Interrupted,
 }
 
-/// One request to Redis for (part of) a task.
-enum Request {
-    /// Sent with `req_packed_commands`: a pipeline or a transaction.
-    Pipeline(redis::Pipeline),
-    /// Sent alone with `req_packed_command`: a command whose keys span slots.
-    Command(redis::Cmd),
+/// Why a message was refused before it reached Redis.
+struct Refused {
+    reason: DlqReason,
+    error: String,
 }
 
-enum Applied {
-    Ok,
-    /// Redis could not be reached; the task itself is fine.
-    Unreachable(String),
-    Failed(Failure, String),
-}
+/// The most messages settled together: enough to fill a pipeline, few enough that a batch
+/// that must be settled one by one (Redis gone mid-batch) is not a long detour.
+const MAX_BATCH: usize = 1024;
 
 struct Shared<C> {
     config: ConsumerConfig,
@@ -233,6 +227,8 @@ struct Shared<C> {
     redis: C,
     producer: RetryProducer,
     health: Arc<Health>,
+    /// Set once Redis turns out to be a cluster: batches are then cut by slot.
+    per_slot: AtomicBool,
 }
 
 /// Turns librdkafka's periodic statistics into the consumer-lag gauge.
@@ -280,7 +276,8 @@ where
         let producer = RetryProducer::new(&config.kafka)?;
         let topics = config.topics();
         let health = Arc::new(Health::default());
-        Ok(RedisRetryConsumer { shared: Arc::new(Shared { config, topics, redis, producer, health }) })
+        let shared = Shared { config, topics, redis, producer, health, per_slot: AtomicBool::new(false) };
+        Ok(RedisRetryConsumer { shared: Arc::new(shared) })
     }
 
     /// What `/health` reports about this consumer.
@@ -371,13 +368,14 @@ where
         is_tier: bool,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), SetupError> {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
             let next = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 m = consumer.recv() => m,
             };
-            let msg = match next {
-                Ok(m) => m,
+            match next {
+                Ok(m) => batch.push(m),
                 Err(e) => {
                     tracing::warn!(error = %e, "kafka consumer error");
                     tokio::select! {
@@ -385,15 +383,24 @@ where
                         _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
                     }
                 }
-            };
-            match self.settle(&msg, is_tier, &mut stop).await {
-                Settled::Done => {
-                    if let Err(e) = consumer.store_offset_from_message(&msg) {
-                        tracing::warn!(error = %e, "could not store offset; the task may be applied again");
-                    }
-                }
-                Settled::Interrupted => break,
             }
+            // What librdkafka has already fetched joins the batch; nothing waits for more.
+            while batch.len() < MAX_BATCH {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(m)) => batch.push(m),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "kafka consumer error");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let settled = self.settle_batch(&batch, is_tier, &mut stop).await;
+            store_offsets(&consumer, &batch[..settled]);
+            if settled < batch.len() {
+                break;
+            }
+            batch.clear();
         }
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => {}
@@ -405,17 +412,123 @@ where
         Ok(())
     }
 
-    async fn settle(
+    /// Settles the messages of a batch in order and returns how many were settled (all of them
+    /// unless shutdown interrupted one). Tasks that can be pipelined gather until something must
+    /// go alone (a bad message, a transaction, a task not yet due), then go to Redis in one
+    /// round trip, so per-key order is the order of the partition.
+    async fn settle_batch(
         &self,
-        msg: &BorrowedMessage<'_>,
+        batch: &[BorrowedMessage<'_>],
         is_tier: bool,
         stop: &mut watch::Receiver<bool>,
-    ) -> Settled {
+    ) -> usize {
+        let mut pending: Vec<(usize, RedisTask, Plan)> = Vec::new();
+        for (i, msg) in batch.iter().enumerate() {
+            let task = match self.prepare(msg) {
+                Ok(task) => {
+                    let plan = Plan::new(&task, self.guard_ttl());
+                    let due_later = task.not_before.is_some_and(|due| due > chrono::Utc::now());
+                    if task.mode != Mode::Log
+                        && !due_later
+                        && !self.expired(&task)
+                        && plan.batchable(self.per_slot.load(Ordering::Relaxed))
+                    {
+                        pending.push((i, task, plan));
+                        continue;
+                    }
+                    Ok(task)
+                }
+                Err(refused) => Err(refused),
+            };
+            if let Err(at) = self.flush(batch, &mut pending, is_tier, stop).await {
+                return at;
+            }
+            let settled = match task {
+                Ok(task) => self.settle_task(task, msg.topic(), is_tier, stop).await,
+                Err(Refused { reason, error }) => {
+                    self.dead_letter_raw(msg, msg.payload().unwrap_or_default(), reason, &error, stop).await
+                }
+            };
+            if settled == Settled::Interrupted {
+                return i;
+            }
+        }
+        match self.flush(batch, &mut pending, is_tier, stop).await {
+            Ok(()) => batch.len(),
+            Err(at) => at,
+        }
+    }
+
+    /// Applies the pending tasks in one round trip and settles each by its replies. When the
+    /// round trip itself fails (Redis unreachable, a reset), each task is settled alone, in
+    /// order: safe, because batched tasks are idempotent or guarded. `Err` carries the index of
+    /// the first message shutdown left unsettled.
+    async fn flush(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+        pending: &mut Vec<(usize, RedisTask, Plan)>,
+        is_tier: bool,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), usize> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<(usize, RedisTask, Plan)> = std::mem::take(pending);
+        let started = Instant::now();
+        let tasks: Vec<(&RedisTask, &Plan)> = items.iter().map(|(_, task, plan)| (task, plan)).collect();
+        let outcome = loop {
+            let per_slot = self.per_slot.load(Ordering::Relaxed);
+            // Plans gathered before Redis turned out to be a cluster may not fit a cut by slot.
+            if per_slot && !tasks.iter().all(|(_, plan)| plan.batchable(true)) {
+                break None;
+            }
+            match apply::apply_batch(&self.redis, &tasks, per_slot).await {
+                Err(e) if !per_slot && apply::is_cross_slot(&e) => {
+                    tracing::info!("redis is a cluster: batches are cut by slot from now on");
+                    self.per_slot.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, tasks = tasks.len(), "batch failed as a whole; settling its tasks one by one");
+                    break None;
+                }
+                Ok(applied) => break Some(applied),
+            }
+        };
+        drop(tasks);
+        let Some(applied) = outcome else {
+            for (i, task, _) in items {
+                if self.settle_task(task, batch[i].topic(), is_tier, stop).await == Settled::Interrupted {
+                    return Err(i);
+                }
+            }
+            return Ok(());
+        };
+        self.health.set_redis_reachable(true);
+        let elapsed = started.elapsed().as_secs_f64();
+        for ((i, task, _), applied) in items.into_iter().zip(applied) {
+            let settled = match applied {
+                Applied::Ok => {
+                    metrics::counter!(counters::APPLIED).increment(1);
+                    metrics::histogram!(counters::APPLY_SECONDS).record(elapsed);
+                    tracing::debug!(task_id = %task.id, keys = %task.describe(), retry_count = task.retry_count, is_tier, "task applied");
+                    Settled::Done
+                }
+                failed => self.settle_failed(task, failed, batch[i].topic(), stop).await,
+            };
+            if settled == Settled::Interrupted {
+                return Err(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a message (size, signature, decoding, what the consumer allows) and decodes its
+    /// task.
+    fn prepare(&self, msg: &BorrowedMessage<'_>) -> Result<RedisTask, Refused> {
         let payload = msg.payload().unwrap_or_default();
-        let source_topic = msg.topic();
         if payload.len() > self.config.max_task_bytes {
             let err = crate::TaskError::TooLarge { size: payload.len(), limit: self.config.max_task_bytes };
-            return self.dead_letter_raw(msg, payload, DlqReason::Oversize, &err.to_string(), stop).await;
+            return Err(Refused { reason: DlqReason::Oversize, error: err.to_string() });
         }
         if let Some(key) = &self.config.kafka.signing_key {
             let signature = msg.headers().and_then(|h| {
@@ -427,20 +540,29 @@ where
                 Some(_) => None,
             };
             if let Some(why) = why {
-                return self.dead_letter_raw(msg, payload, DlqReason::Unauthenticated, why, stop).await;
+                return Err(Refused { reason: DlqReason::Unauthenticated, error: why.to_string() });
             }
         }
-        let mut task = match RedisTask::from_json(payload)
+        let mut task = RedisTask::from_json(payload)
             .and_then(|t| t.validate_for_replay(self.config.allow_lua).map(|()| t))
-        {
-            Ok(t) => t,
-            Err(e) => return self.dead_letter_raw(msg, payload, e.dlq_reason(), &e.to_string(), stop).await,
-        };
+            .map_err(|e| Refused { reason: e.dlq_reason(), error: e.to_string() })?;
         if task.id.is_empty() {
             // The seed's tasks carry no id; the payload names a delivery just as well, and the
             // at-most-once guard of non-idempotent tasks needs one.
             task.id = sha1_smol::Sha1::from(payload).digest().to_string();
         }
+        Ok(task)
+    }
+
+    /// Settles one task on its own: waits until it is due, applies it (waiting for Redis when
+    /// it cannot be reached), then re-queues or dead-letters it if that failed.
+    async fn settle_task(
+        &self,
+        task: RedisTask,
+        source_topic: &str,
+        is_tier: bool,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Settled {
         if let Some(due) = task.not_before {
             let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
             if !wait.is_zero() && !sleep_or_stop(wait, stop).await {
@@ -455,7 +577,7 @@ where
                 return self.dead_letter_task(&task, source_topic, DlqReason::Expired, &age, stop).await;
             }
             let started = Instant::now();
-            let applied = self.apply(&task).await;
+            let applied = apply::apply(&self.redis, &task, Plan::new(&task, self.guard_ttl())).await;
             self.health.set_redis_reachable(!matches!(applied, Applied::Unreachable(_)));
             match applied {
                 Applied::Ok => {
@@ -463,11 +585,6 @@ where
                     metrics::histogram!(counters::APPLY_SECONDS).record(started.elapsed().as_secs_f64());
                     tracing::debug!(task_id = %task.id, keys = %task.describe(), retry_count = task.retry_count, is_tier, "task applied");
                     return Settled::Done;
-                }
-                Applied::Failed(Failure::Transient(Delivery::Ambiguous), err) if !task.is_idempotent() => {
-                    return self
-                        .dead_letter_task(&task, source_topic, DlqReason::Ambiguous, &err, stop)
-                        .await;
                 }
                 Applied::Unreachable(err) => {
                     if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
@@ -479,17 +596,38 @@ where
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                Applied::Failed(Failure::Permanent, err) => {
-                    return self
-                        .dead_letter_task(&task, source_topic, DlqReason::PermanentError, &err, stop)
-                        .await;
-                }
-                Applied::Failed(Failure::Transient(_), err) => {
-                    task.original_err = err;
-                    return self.retry_later(task, source_topic, stop).await;
-                }
+                failed => return self.settle_failed(task, failed, source_topic, stop).await,
             }
         }
+    }
+
+    /// Re-queues or dead-letters a task whose apply failed.
+    async fn settle_failed(
+        &self,
+        mut task: RedisTask,
+        failed: Applied,
+        source_topic: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Settled {
+        match failed {
+            Applied::Failed(Failure::Transient(Delivery::Ambiguous), err) if !task.is_idempotent() => {
+                self.dead_letter_task(&task, source_topic, DlqReason::Ambiguous, &err, stop).await
+            }
+            Applied::Failed(Failure::Permanent, err) => {
+                self.dead_letter_task(&task, source_topic, DlqReason::PermanentError, &err, stop).await
+            }
+            Applied::Failed(Failure::Transient(_), err) | Applied::Unreachable(err) => {
+                task.original_err = err;
+                self.retry_later(task, source_topic, stop).await
+            }
+            Applied::Ok => Settled::Done,
+        }
+    }
+
+    /// How long a guard key outlives the tasks it guards: past `max_age`, a redelivery is
+    /// dead-lettered as expired anyway.
+    fn guard_ttl(&self) -> Duration {
+        self.config.max_age + Duration::from_secs(3600)
     }
 
     fn expired(&self, task: &RedisTask) -> bool {
@@ -499,152 +637,6 @@ where
         }
         let age = chrono::Utc::now() - task.captured_at;
         age.to_std().is_ok_and(|age| age > self.config.max_age)
-    }
-
-    async fn apply(&self, task: &RedisTask) -> Applied {
-        if task.mode == Mode::Log {
-            metrics::counter!(counters::LOGGED).increment(1);
-            tracing::warn!(keys = %task.describe(), source = %task.source, "task in log mode: logged, not applied");
-            return Applied::Ok;
-        }
-        let guarded = task.mode == Mode::Replay && !task.is_idempotent();
-        let mut worst: Option<(Failure, String)> = None;
-        // Stays true only if the guard of every unit says it already ran.
-        let mut already_applied = guarded;
-        for request in self.requests(task, guarded) {
-            let mut conn = self.redis.clone();
-            let result = match &request {
-                Request::Pipeline(pipe) => {
-                    let (offset, count) =
-                        if pipe.is_transaction() { (pipe.len() + 1, 1) } else { (0, pipe.len()) };
-                    let values = scope::suppressed(conn.req_packed_commands(pipe, offset, count)).await;
-                    values.map(|values| match (pipe.is_transaction(), values.last()) {
-                        (true, Some(Value::Array(items))) => items.clone(),
-                        (true, _) => Vec::new(),
-                        (false, _) => values,
-                    })
-                }
-                // Alone, so that a cluster client can split it over the slots of its keys.
-                Request::Command(cmd) => {
-                    scope::suppressed(conn.req_packed_command(cmd)).await.map(|v| vec![v])
-                }
-            };
-            let replies = match result {
-                Err(e) if is_unreachable(&e) => {
-                    let failure = classify(&e);
-                    // A guarded apply is safe to repeat: the guard tells whether it already ran.
-                    return if failure == Failure::Transient(Delivery::Ambiguous)
-                        && !task.is_idempotent()
-                        && !guarded
-                    {
-                        Applied::Failed(failure, e.to_string())
-                    } else {
-                        Applied::Unreachable(e.to_string())
-                    };
-                }
-                Err(e) => return Applied::Failed(classify(&e), e.to_string()),
-                Ok(replies) => replies,
-            };
-            for reply in &replies {
-                if let Value::ServerError(e) = reply {
-                    let failure = classify_server_error(e);
-                    if worst.as_ref().is_none_or(|(f, _)| f.is_transient()) {
-                        worst = Some((failure, e.to_string()));
-                    }
-                }
-            }
-            if !matches!(replies.first(), Some(Value::Int(0))) {
-                already_applied = false;
-            }
-        }
-        match worst {
-            None if already_applied => {
-                metrics::counter!(counters::DEDUPLICATED).increment(1);
-                tracing::info!(task_id = %task.id, keys = %task.describe(), "non-idempotent task already applied; not applied again");
-                Applied::Ok
-            }
-            None => Applied::Ok,
-            Some((failure, err)) => Applied::Failed(failure, err),
-        }
-    }
-
-    /// What to send for the task: one request per unit a Redis Cluster node can serve (see
-    /// [`slots`](crate::slots)), so that a task whose keys live on several nodes applies on a
-    /// cluster too. A transaction and a script stay one request: they cannot be cut.
-    fn requests(&self, task: &RedisTask, guarded: bool) -> Vec<Request> {
-        if task.mode == Mode::Replay && (task.kind == TaskKind::Lua || task.atomic) {
-            let whole =
-                if guarded { self.guarded_pipeline(&task.commands(), &task.id) } else { task.to_pipeline() };
-            return vec![Request::Pipeline(whole)];
-        }
-        let commands: Vec<Vec<&[u8]>> = match task.mode {
-            Mode::Invalidate => task.touched_keys().into_iter().map(|k| vec![&b"DEL"[..], k]).collect(),
-            _ => task.commands(),
-        };
-        let units = slots::units(commands);
-        let several = units.len() > 1;
-        let to_cmd = |parts: &[&[u8]]| {
-            let mut cmd = redis::Cmd::new();
-            for p in parts {
-                cmd.arg(*p);
-            }
-            cmd
-        };
-        units
-            .iter()
-            .enumerate()
-            .map(|(i, unit)| {
-                // Each unit is guarded on its own; a task of one unit keeps the task's guard.
-                let guard_id = if several { format!("{}/{i}", task.id) } else { task.id.clone() };
-                match unit {
-                    Unit::Slot(cmds) if guarded => Request::Pipeline(self.guarded_pipeline(cmds, &guard_id)),
-                    Unit::Spanning(parts) if guarded => {
-                        Request::Pipeline(self.guarded_pipeline(std::slice::from_ref(parts), &guard_id))
-                    }
-                    Unit::Slot(cmds) => {
-                        let mut pipe = redis::pipe();
-                        for parts in cmds {
-                            pipe.add_command(to_cmd(parts));
-                        }
-                        Request::Pipeline(pipe)
-                    }
-                    Unit::Spanning(parts) => Request::Command(to_cmd(parts)),
-                }
-            })
-            .collect()
-    }
-
-    /// `commands` as one script that first sets the guard key of `guard_id` (`SET NX`) and
-    /// runs the commands only if the guard was not there: a redelivered non-idempotent task is
-    /// applied at most once. The guard lives in the slot of the first key (hash tag), so the
-    /// script is valid in Redis Cluster when the commands' keys share a slot, which
-    /// [`requests`](Self::requests) sees to.
-    fn guarded_pipeline(&self, commands: &[Vec<&[u8]>], guard_id: &str) -> redis::Pipeline {
-        let mut keys: Vec<&[u8]> = Vec::new();
-        for parts in commands {
-            if let Some(spec) = crate::commands::lookup(parts) {
-                for key in crate::commands::keys(spec, parts) {
-                    if !keys.contains(&key) {
-                        keys.push(key);
-                    }
-                }
-            }
-        }
-        let guard = guard_key(keys.first().copied().unwrap_or_default(), guard_id);
-        let ttl = (self.config.max_age + Duration::from_secs(3600)).as_secs().max(1);
-        let mut pipe = redis::pipe();
-        let cmd = pipe.cmd("EVAL").arg(GUARD_SCRIPT).arg(1 + keys.len()).arg(guard.as_slice());
-        for k in &keys {
-            cmd.arg(*k);
-        }
-        cmd.arg(ttl).arg(commands.len());
-        for parts in commands {
-            cmd.arg(parts.len());
-            for p in parts {
-                cmd.arg(*p);
-            }
-        }
-        pipe
     }
 
     async fn retry_later(
@@ -759,54 +751,6 @@ where
     }
 }
 
-/// Runs a task's commands once per guard key: `KEYS[1]` is the guard, `KEYS[2..]` the task's
-/// keys (declared for Cluster routing), `ARGV` the guard's TTL, the number of commands, then
-/// each command as its argument count and arguments. Returns 1 when applied, 0 when the guard
-/// says it already was.
-const GUARD_SCRIPT: &str = r#"
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  return 0
-end
-local at = 3
-for _ = 1, tonumber(ARGV[2]) do
-  local argc = tonumber(ARGV[at])
-  local args = {}
-  for j = 1, argc do
-    args[j] = ARGV[at + j]
-  end
-  at = at + argc + 1
-  redis.call(unpack(args))
-end
-return 1
-"#;
-
-/// `redis-retry:applied:{<tag>}:<task id>`, with a tag that puts it in the Cluster slot of `key`.
-fn guard_key(key: &[u8], task_id: &str) -> Vec<u8> {
-    // Redis hashes only the part between the first `{` and the next `}` when that is not empty.
-    let hash_tag = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &key[open + 1..];
-        rest.iter().position(|&b| b == b'}').filter(|&close| close > 0).map(|close| &rest[..close])
-    });
-    let tag: Vec<u8> = match hash_tag {
-        Some(tag) => tag.to_vec(),
-        // Braced, the key hashes as itself unless it holds a `}` of its own.
-        None if !key.is_empty() && !key.contains(&b'}') => key.to_vec(),
-        None => {
-            // Rare: find a short tag of the same slot (one in 16384 tags matches).
-            let slot = redis::cluster_routing::Slot::for_key(key);
-            (0u32..)
-                .map(|n| n.to_string().into_bytes())
-                .find(|t| redis::cluster_routing::Slot::for_key(t) == slot)
-                .unwrap_or_default()
-        }
-    };
-    let mut out = b"redis-retry:applied:{".to_vec();
-    out.extend_from_slice(&tag);
-    out.extend_from_slice(b"}:");
-    out.extend_from_slice(task_id.as_bytes());
-    out
-}
-
 /// Sleeps for `d`; false when the stop signal came first.
 async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
@@ -815,24 +759,24 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::guard_key;
-
-    use redis::cluster_routing::Slot;
-
-    #[test]
-    fn the_guard_key_hashes_to_the_slot_of_the_task_key() {
-        assert_eq!(guard_key(b"counter", "t1"), b"redis-retry:applied:{counter}:t1".to_vec());
-        assert_eq!(guard_key(b"user:{42}:visits", "t1"), b"redis-retry:applied:{42}:t1".to_vec());
-        for key in [&b"counter"[..], b"user:{42}:visits", b"a{}b", b"a}b", b"{", b"}", b"x{y", b"", b"{}{z}"]
-        {
-            assert_eq!(
-                Slot::for_key(guard_key(key, "task")),
-                Slot::for_key(key),
-                "{}",
-                String::from_utf8_lossy(key)
-            );
+/// Stores, for the next commit, the offset after the last message of each partition: the
+/// messages are settled, in partition order.
+fn store_offsets(consumer: &KafkaConsumer, settled: &[BorrowedMessage<'_>]) {
+    let mut list = TopicPartitionList::new();
+    for msg in settled {
+        let next = Offset::Offset(msg.offset() + 1);
+        match list.find_partition(msg.topic(), msg.partition()) {
+            Some(mut p) => {
+                let _ = p.set_offset(next);
+            }
+            None => {
+                let _ = list.add_partition_offset(msg.topic(), msg.partition(), next);
+            }
+        }
+    }
+    if list.count() > 0 {
+        if let Err(e) = consumer.store_offsets(&list) {
+            tracing::warn!(error = %e, "could not store offsets; those tasks may be applied again");
         }
     }
 }

@@ -50,7 +50,7 @@ pub(crate) fn units(commands: Vec<Parts<'_>>) -> Vec<Unit<'_>> {
 }
 
 /// The distinct slots of the command's keys, as the command table finds them.
-fn key_slots(parts: &[&[u8]]) -> Vec<Slot> {
+pub(crate) fn key_slots(parts: &[&[u8]]) -> Vec<Slot> {
     let mut slots = Vec::new();
     if let Some(spec) = commands::lookup(parts) {
         for key in commands::keys(spec, parts) {
