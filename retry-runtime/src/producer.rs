@@ -234,12 +234,6 @@ enum Outcome {
     Replay { index: usize, report: mpsc::Sender<(usize, Result<(), KafkaError>)> },
 }
 
-/// What the delivery callback needs to report one message.
-struct Pending {
-    about: About,
-    outcome: Outcome,
-}
-
 /// State shared by the producer's handles, librdkafka's delivery callback and the drainer.
 struct Shared {
     spool: Option<Spool>,
@@ -398,7 +392,7 @@ fn owned_headers(list: &[(String, Option<Vec<u8>>)]) -> Option<OwnedHeaders> {
 }
 
 /// What librdkafka hands back with a refused message.
-type Refused = (KafkaError, Box<Pending>, Option<OwnedHeaders>);
+type Refused = (KafkaError, Box<Outcome>, Option<OwnedHeaders>);
 
 /// Signs and queues one message on librdkafka.
 fn send(
@@ -408,9 +402,9 @@ fn send(
     key: Option<&[u8]>,
     payload: &[u8],
     headers: Option<OwnedHeaders>,
-    pending: Pending,
+    outcome: Outcome,
 ) -> Result<(), Refused> {
-    let mut record = BaseRecord::with_opaque_to(topic, Box::new(pending)).payload(payload);
+    let mut record = BaseRecord::with_opaque_to(topic, Box::new(outcome)).payload(payload);
     if let Some(key) = key {
         record = record.key(key);
     }
@@ -427,12 +421,14 @@ struct DeliveryReporter(Arc<Shared>);
 impl ClientContext for DeliveryReporter {}
 
 impl ProducerContext for DeliveryReporter {
-    type DeliveryOpaque = Box<Pending>;
+    type DeliveryOpaque = Box<Outcome>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
-        let Pending { about, outcome } = *pending;
+    fn delivery(&self, result: &DeliveryResult<'_>, outcome: Box<Outcome>) {
         let shared = &self.0;
-        match (outcome, result) {
+        // What the logs say about a failed message is read back from its payload: building it
+        // for every message would cost the happy path more than the send itself.
+        let about = |msg: &BorrowedMessage<'_>| About::payload(msg.payload().unwrap_or_default());
+        match (*outcome, result) {
             (Outcome::Replay { index, report }, _) => {
                 let _ = report.send((index, result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone())));
             }
@@ -443,9 +439,9 @@ impl ProducerContext for DeliveryReporter {
             (Outcome::Waiter(waiter), Err((err, msg))) => {
                 if waiter.send(Err(err.clone())).is_err() {
                     // The caller stopped waiting, so nobody will retry it.
-                    shared.delivery_failed(err, msg, &about, "waiter_gone");
+                    shared.delivery_failed(err, msg, &about(msg), "waiter_gone");
                 } else {
-                    report_delivery_failure(err, &about);
+                    report_delivery_failure(err, &about(msg));
                 }
             }
             (Outcome::Direct, result) => {
@@ -453,7 +449,7 @@ impl ProducerContext for DeliveryReporter {
                     Ok(_) => metrics::counter!(counters::ENQUEUED).increment(1),
                     // Spooled before it stops counting as in flight, so that the redelivery
                     // lane cannot be sealed without it.
-                    Err((err, msg)) => shared.delivery_failed(err, msg, &about, "delivery_failed"),
+                    Err((err, msg)) => shared.delivery_failed(err, msg, &about(msg), "delivery_failed"),
                 }
                 shared.direct_settled();
             }
@@ -576,7 +572,6 @@ impl Drainer {
             let headers = owned_headers(&r.headers);
             loop {
                 let outcome = Outcome::Replay { index, report: report.clone() };
-                let pending = Pending { about: About::default(), outcome };
                 let sent = send(
                     &self.producer,
                     &self.shared,
@@ -584,7 +579,7 @@ impl Drainer {
                     r.key.as_deref(),
                     &r.payload,
                     headers.clone(),
-                    pending,
+                    outcome,
                 );
                 match sent {
                     Ok(()) => break,
@@ -790,27 +785,21 @@ impl RetryProducer {
     /// later; without one, a failure is logged (`kafka_error`, `original_error`, `task_type`)
     /// and counted.
     pub fn publish(&self, task: &RedisTask) -> Result<(), PublishError> {
-        self.send_direct(&self.inner.topics.main, task.first_key(), &task.to_json(), None, About::task(task))
+        self.send_direct(&self.inner.topics.main, task.first_key(), &task.to_json(), None)
     }
 
     /// Queues `task` for the main topic and waits for Kafka's acknowledgement. A failure is
     /// returned, not spooled: the caller decides whether to retry.
     pub async fn publish_and_wait(&self, task: &RedisTask) -> Result<(), PublishError> {
         let main = &self.inner.topics.main;
-        self.send_waited(main, task.first_key(), &task.to_json(), None, About::task(task)).await
+        self.send_waited(main, task.first_key(), &task.to_json(), None).await
     }
 
     /// Queues `task` for the dead-letter topic with its reason, and returns at once (spooled
     /// like [`publish`](Self::publish) when Kafka cannot take it).
     pub fn dead_letter(&self, task: &RedisTask, reason: DlqReason, error: &str) -> Result<(), PublishError> {
         let headers = dlq_headers(reason, error, "");
-        self.send_direct(
-            &self.inner.topics.dlq,
-            task.first_key(),
-            &task.to_json(),
-            Some(headers),
-            About::task(task),
-        )
+        self.send_direct(&self.inner.topics.dlq, task.first_key(), &task.to_json(), Some(headers))
     }
 
     /// Sends raw bytes to `topic` and waits for the acknowledgement (the consumer's path to
@@ -823,7 +812,7 @@ impl RetryProducer {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<(), PublishError> {
-        self.send_waited(topic, key, payload, headers, About::payload(payload)).await
+        self.send_waited(topic, key, payload, headers).await
     }
 
     async fn send_waited(
@@ -832,11 +821,9 @@ impl RetryProducer {
         key: Option<&[u8]>,
         payload: &[u8],
         headers: Option<OwnedHeaders>,
-        about: About,
     ) -> Result<(), PublishError> {
         let (tx, rx) = oneshot::channel();
-        let pending = Pending { about, outcome: Outcome::Waiter(tx) };
-        send(&self.inner.producer, &self.inner.shared, topic, key, payload, headers, pending)
+        send(&self.inner.producer, &self.inner.shared, topic, key, payload, headers, Outcome::Waiter(tx))
             .map_err(|(err, ..)| PublishError::Kafka(err))?;
         rx.await.map_err(|_| PublishError::Canceled)?.map_err(PublishError::Kafka)
     }
@@ -849,7 +836,6 @@ impl RetryProducer {
         key: Option<&[u8]>,
         payload: &[u8],
         headers: Option<OwnedHeaders>,
-        about: About,
     ) -> Result<(), PublishError> {
         let shared = &self.inner.shared;
         let record = |headers: Option<&OwnedHeaders>| Record {
@@ -863,23 +849,23 @@ impl RetryProducer {
             // lane between this check and the send.
             let mut flow = shared.flow();
             if spool.is_active() {
+                let about = About::payload(payload);
                 let kept = shared.keep(spool, &record(headers.as_ref()), Lane::Tail, &about, "spool_active");
                 drop(flow);
                 return kept.map_err(spool_refusal);
             }
             flow.in_flight += 1;
         }
-        let pending = Pending { about, outcome: Outcome::Direct };
-        let Err((err, pending, headers)) =
-            send(&self.inner.producer, shared, topic, key, payload, headers, pending)
+        let Err((err, _, headers)) =
+            send(&self.inner.producer, shared, topic, key, payload, headers, Outcome::Direct)
         else {
             return Ok(());
         };
         // Refused: no delivery report will come for it.
         let result = match &shared.spool {
             Some(spool) if !is_permanent(&err) => {
-                let kept =
-                    shared.keep(spool, &record(headers.as_ref()), Lane::Tail, &pending.about, "send_refused");
+                let about = About::payload(payload);
+                let kept = shared.keep(spool, &record(headers.as_ref()), Lane::Tail, &about, "send_refused");
                 kept.map_err(|_| PublishError::Kafka(err))
             }
             _ => Err(PublishError::Kafka(err)),
