@@ -159,6 +159,7 @@ fn bad_configuration_is_a_clear_error_with_exit_code_2() {
         (&["consume", "--kafka-property", "novalue"], "--kafka-property"),
         (&["consume", "--log-level", "[[["], "log_level"),
         (&["consume", "--brokers", ""], "brokers"),
+        (&["consume", "--max-batch", "0"], "max_batch"),
     ];
     for (args, names) in cases {
         assert_config_error(args, &[], names);

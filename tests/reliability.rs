@@ -416,7 +416,9 @@ async fn chaos_oracle_nothing_lost_nothing_stale_nothing_applied_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consumer_killed_ten_times_while_draining_loses_nothing_and_applies_nothing_twice() {
-    const TASKS: usize = 4000;
+    // Large enough that ten incarnations, each applying some hundreds before its kill lands,
+    // do not run out of backlog.
+    const TASKS: usize = 12_000;
     let stack = Stack::start().await;
     for i in 0..TASKS {
         let task = if i % 2 == 0 {
@@ -437,7 +439,10 @@ async fn the_consumer_killed_ten_times_while_draining_loses_nothing_and_applies_
         }
         (members, counted)
     };
-    let fast_rejoin = ["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"];
+    // Small batches, so that the kills land inside the backlog (and inside batches) ten times;
+    // at the default of 1,024 the whole backlog is four batches.
+    let fast_rejoin =
+        ["--max-batch", "20", "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"];
     let group = unique("group");
     let started = Instant::now();
     let mut kills = Vec::new();

@@ -118,6 +118,10 @@ pub struct ConsumeFlags {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_lua: Option<bool>,
+    /// The most messages applied together in one pipeline to Redis [env: REDIS_RETRY_MAX_BATCH] [default: 1024].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<usize>,
     /// Create missing topics at start [env: REDIS_RETRY_CREATE_TOPICS] [default: true].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     #[serde(skip_serializing_if = "Option::is_none")]

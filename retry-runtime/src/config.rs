@@ -79,6 +79,8 @@ pub struct Settings {
     pub max_task_bytes: usize,
     /// Whether Lua tasks are replayed.
     pub allow_lua: bool,
+    /// The most messages applied together in one pipeline.
+    pub max_batch: usize,
     /// Create missing topics.
     pub create_topics: bool,
     /// Partitions of created topics.
@@ -113,6 +115,7 @@ impl Default for Settings {
             max_age: c.max_age,
             max_task_bytes: c.max_task_bytes,
             allow_lua: c.allow_lua,
+            max_batch: c.max_batch,
             create_topics: c.create_topics,
             partitions: c.partitions,
             replication: c.replication,
@@ -138,6 +141,7 @@ const KEYS: &[&str] = &[
     "max_age",
     "max_task_bytes",
     "allow_lua",
+    "max_batch",
     "create_topics",
     "partitions",
     "replication",
@@ -257,6 +261,7 @@ impl Settings {
             .max_age(self.max_age)
             .max_task_bytes(self.max_task_bytes)
             .allow_lua(self.allow_lua)
+            .max_batch(self.max_batch)
             .partitions(self.partitions);
         c.replication = self.replication;
         c.create_topics = self.create_topics;
