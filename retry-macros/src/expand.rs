@@ -9,9 +9,12 @@
 //!
 //! ```text
 //! async fn save(&self, k: &str) -> R {
-//!     ::redis_retry::__private::capture(
-//!         ::redis_retry::__private::meta("Repo.save", 5, ::redis_retry::__private::Mode::Replay,
-//!                                        ::core::option::Option::None),
+//!     ::redis_retry::__private::capture_shared(
+//!         {
+//!             static __REDIS_RETRY_META: ::redis_retry::__private::MetaCell = ..::new();
+//!             __REDIS_RETRY_META.get(|| ::redis_retry::__private::meta("Repo.save", 5,
+//!                 ::redis_retry::__private::Mode::Replay, ::core::option::Option::None))
+//!         },
 //!         async move {
 //!             if false { let __redis_retry_return: R = loop {}; return __redis_retry_return; }
 //!             { body }
@@ -20,6 +23,9 @@
 //!     .await
 //! }
 //! ```
+//!
+//! With a `context = expr`, the metadata depends on the call and is built per call with
+//! `__private::capture(__private::meta(.., Some(expr.into())), ..)` instead.
 //!
 //! Paths are absolute and the one local is prefixed, so nothing collides with the user's
 //! names. The unreachable `return` tells type inference (and error messages) the declared
@@ -68,13 +74,14 @@ fn expand(args: TokenStream, func: &mut Func) -> syn::Result<TokenStream> {
     check::check(&args, &func.sig.ident, &calls)?;
 
     let krate = args.krate.clone().unwrap_or_else(|| parse_quote!(::redis_retry));
-    let meta = meta(&args, &func.sig, &krate);
+    let enter = enter(&args, &func.sig, &krate);
     Ok(match shape {
-        Shape::AsyncFn => wrap_body(func, &meta, &krate),
+        Shape::AsyncFn => wrap_body(func, &enter),
         Shape::AsyncBlock => {
             if let Some(future) = func.async_block_mut() {
                 let inner = std::mem::replace(future, Expr::Verbatim(TokenStream::new()));
-                *future = parse_quote!(#krate::__private::capture(#meta, #inner));
+                let Enter { call, meta } = &enter;
+                *future = parse_quote!(#call(#meta, #inner));
             }
             func.to_token_stream()
         }
@@ -82,17 +89,18 @@ fn expand(args: TokenStream, func: &mut Func) -> syn::Result<TokenStream> {
 }
 
 /// `async fn`: the body becomes the future of a capture scope.
-fn wrap_body(func: &Func, meta: &TokenStream, krate: &Path) -> TokenStream {
+fn wrap_body(func: &Func, enter: &Enter) -> TokenStream {
     let Func { attrs, vis, sig, body, .. } = func;
     let Some(body) = body else { return func.to_token_stream() };
     let inner_attrs = &body.inner_attrs;
     let block = &body.block;
     let fake_return = fake_return(sig);
+    let Enter { call, meta } = enter;
     quote! {
         #(#attrs)*
         #vis #sig {
             #(#inner_attrs)*
-            #krate::__private::capture(#meta, async move {
+            #call(#meta, async move {
                 #fake_return
                 #block
             })
@@ -101,8 +109,9 @@ fn wrap_body(func: &Func, meta: &TokenStream, krate: &Path) -> TokenStream {
     }
 }
 
-/// `__private::meta(source, max_retries, mode, context)`.
-fn meta(args: &Args, sig: &Signature, krate: &Path) -> TokenStream {
+/// `__private::capture(meta(source, max_retries, mode, context), ..)` with a context;
+/// without one, `__private::capture_shared` of metadata built once in a `static`.
+fn enter(args: &Args, sig: &Signature, krate: &Path) -> Enter {
     let source = match &args.source {
         Some(source) => source.to_token_stream(),
         None => {
@@ -119,14 +128,32 @@ fn meta(args: &Args, sig: &Signature, krate: &Path) -> TokenStream {
         None => quote!(#krate::__private::DEFAULT_MAX_RETRIES),
     };
     let mode = args.mode().variant();
-    let context = match &args.context {
+    match &args.context {
         // Spanned at the expression: a type without `Into<TaskContext>` is reported there.
-        Some(expr) => quote_spanned! {expr.span()=>
-            ::core::option::Option::Some(::core::convert::Into::<#krate::__private::TaskContext>::into(#expr))
+        Some(expr) => {
+            let context = quote_spanned! {expr.span()=>
+                ::core::option::Option::Some(::core::convert::Into::<#krate::__private::TaskContext>::into(#expr))
+            };
+            let meta = quote!(#krate::__private::meta(#source, #max_retries, #krate::__private::Mode::#mode, #context));
+            Enter { call: quote!(#krate::__private::capture), meta }
+        }
+        // Nothing in it depends on the call: built once, then shared (no allocation per call).
+        None => Enter {
+            call: quote!(#krate::__private::capture_shared),
+            meta: quote! {{
+                static __REDIS_RETRY_META: #krate::__private::MetaCell = #krate::__private::MetaCell::new();
+                __REDIS_RETRY_META.get(|| {
+                    #krate::__private::meta(#source, #max_retries, #krate::__private::Mode::#mode, ::core::option::Option::None)
+                })
+            }},
         },
-        None => quote!(::core::option::Option::None),
-    };
-    quote!(#krate::__private::meta(#source, #max_retries, #krate::__private::Mode::#mode, #context))
+    }
+}
+
+/// How the scope is entered: `#call(#meta, future)`.
+struct Enter {
+    call: TokenStream,
+    meta: TokenStream,
 }
 
 /// An unreachable `return` of the declared type; see the module documentation.

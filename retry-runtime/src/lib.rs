@@ -49,8 +49,25 @@ pub use task::{Arg, Mode, RedisCmd, RedisTask, TaskContext, TaskKind, DEFAULT_MA
 /// What `#[redis_retry]` expands to calls; not a public API, may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::scope::{capture, ScopeMeta};
+    pub use crate::scope::{capture, capture_shared, ScopeMeta};
     pub use crate::task::{Mode, TaskContext, DEFAULT_MAX_RETRIES};
+
+    use std::sync::{Arc, OnceLock};
+
+    /// The metadata of one annotated method without a `context`, built at its first call and
+    /// shared by every later one (a `static` in the expansion).
+    pub struct MetaCell(OnceLock<Arc<ScopeMeta>>);
+
+    impl MetaCell {
+        #[allow(clippy::new_without_default)]
+        pub const fn new() -> Self {
+            MetaCell(OnceLock::new())
+        }
+
+        pub fn get(&self, init: impl FnOnce() -> ScopeMeta) -> Arc<ScopeMeta> {
+            self.0.get_or_init(|| Arc::new(init())).clone()
+        }
+    }
 
     /// Builds the scope metadata at the start of an annotated call.
     pub fn meta(

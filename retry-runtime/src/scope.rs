@@ -82,7 +82,25 @@ tokio::task_local! {
 /// # }
 /// ```
 pub async fn capture<F: Future>(meta: ScopeMeta, fut: F) -> F::Output {
-    SCOPE.scope(ScopeState::Capture(Arc::new(meta)), fut).await
+    capture_shared(Arc::new(meta), fut).await
+}
+
+/// [`capture`] with metadata shared between calls: a hot path builds its `ScopeMeta` once
+/// instead of allocating one per call (what `#[redis_retry]` does when it has no `context`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::sync::Arc;
+/// use redis_retry_runtime::scope::{self, ScopeMeta};
+/// let meta = Arc::new(ScopeMeta::new("Repo.save"));
+/// for _ in 0..3 {
+///     let inside = scope::capture_shared(meta.clone(), async { scope::current() }).await;
+///     assert!(inside.is_some_and(|m| Arc::ptr_eq(&m, &meta)));
+/// }
+/// # }
+/// ```
+pub async fn capture_shared<F: Future>(meta: Arc<ScopeMeta>, fut: F) -> F::Output {
+    SCOPE.scope(ScopeState::Capture(meta), fut).await
 }
 
 /// Runs `fut` with capture switched off, whatever scope or default the connections have.
