@@ -21,7 +21,8 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use redis_retry::scope::{capture, ScopeMeta};
 use redis_retry::{
-    ConsumerConfig, ProducerConfig, RedisRetryConsumer, RedisTask, RetryConnection, RetryProducer,
+    redis_retry, ConsumerConfig, ProducerConfig, RedisRetryConsumer, RedisTask, RetryConnection,
+    RetryProducer,
 };
 use support::Demo;
 
@@ -37,10 +38,13 @@ struct Sizes {
     failure_samples: usize,
     capture_tasks: usize,
     replay_tasks: usize,
+    /// The seed-style loop's backlog: it applies one task per round trip at a steady rate, so
+    /// a few thousand measure it as well as the whole backlog would, in a fraction of the time.
+    seed_tasks: usize,
 }
 
 impl Sizes {
-    fn from(size: usize) -> Sizes {
+    fn from(size: usize, mock_broker: bool) -> Sizes {
         let size = size.max(TASKS);
         Sizes {
             happy_ops: size * 5,
@@ -49,8 +53,11 @@ impl Sizes {
             // producer from refusing (and our producer from spooling) mid-measurement.
             capture_tasks: (size * 2).min(90_000),
             // librdkafka's mock broker stalled a consumer part-way through a 20,000-message
-            // backlog (the seed-style loop stopped at 12,440); a quarter stays clear of that.
-            replay_tasks: (size / 4).max(TASKS),
+            // backlog (the seed-style loop stopped at 12,440); a quarter stays clear of that. A
+            // real broker gets a backlog that takes the batched consumer long enough (tenths of
+            // a second) that polling Redis for its first and last key cannot skew the clock.
+            replay_tasks: if mock_broker { (size / 4).max(TASKS) } else { (size * 2).max(TASKS) },
+            seed_tasks: (size / 4).clamp(TASKS, 5000),
         }
     }
 }
@@ -115,7 +122,7 @@ fn main() -> Result<(), BoxError> {
     if let Ok(filter) = std::env::var("RUST_LOG") {
         tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
     }
-    let (mut size, mut runs) = (20_000usize, 1usize);
+    let (mut size, mut runs, mut only) = (20_000usize, 1usize, None::<String>);
     let mut args = std::env::args().skip(1);
     let number = |flag: &str, v: Option<String>| -> Result<usize, BoxError> {
         let v = v.ok_or_else(|| format!("{flag} needs a number"))?;
@@ -125,15 +132,33 @@ fn main() -> Result<(), BoxError> {
         match arg.as_str() {
             "--size" => size = number("--size", args.next())?,
             "--runs" => runs = number("--runs", args.next())?,
+            // One measurement alone, for a profiler to look at.
+            "--only" => match args.next().as_deref() {
+                Some(m @ ("happy" | "failure" | "capture" | "replay")) => only = Some(m.to_string()),
+                other => {
+                    return Err(
+                        format!("--only takes happy, failure, capture or replay, not {other:?}").into()
+                    )
+                }
+            },
             other => {
-                return Err(format!("unknown argument {other}; usage: bench [--size N] [--runs N]").into())
+                return Err(format!(
+                    "unknown argument {other}; usage: bench [--size N] [--runs N] [--only M]"
+                )
+                .into())
             }
         }
     }
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(Sizes::from(size), runs))
+    // As `Demo::start` decides: without KAFKA_BROKERS the broker is librdkafka's mock.
+    let mock_broker = std::env::var("KAFKA_BROKERS").map_or(true, |b| b.is_empty());
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(
+        Sizes::from(size, mock_broker),
+        runs,
+        only.as_deref(),
+    ))
 }
 
-async fn run(sizes: Sizes, runs: usize) -> Result<(), BoxError> {
+async fn run(sizes: Sizes, runs: usize, only: Option<&str>) -> Result<(), BoxError> {
     let demo = Demo::start().await.map_err(|e| e.to_string())?;
     let broker = match std::env::var("KAFKA_BROKERS") {
         Ok(b) if !b.is_empty() => format!("KAFKA_BROKERS={b}"),
@@ -145,7 +170,7 @@ async fn run(sizes: Sizes, runs: usize) -> Result<(), BoxError> {
         if runs > 1 {
             println!("--- run {n} of {runs}");
         }
-        let rows = one_run(&demo, &sizes).await?;
+        let rows = one_run(&demo, &sizes, only).await?;
         if runs > 1 {
             print_table(&rows);
         }
@@ -165,20 +190,31 @@ async fn run(sizes: Sizes, runs: usize) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn one_run(demo: &Demo, sizes: &Sizes) -> Result<Vec<Row>, BoxError> {
+async fn one_run(demo: &Demo, sizes: &Sizes, only: Option<&str>) -> Result<Vec<Row>, BoxError> {
     let mut rows = Vec::new();
+    let wanted = |m: &str| only.is_none_or(|o| o == m);
 
-    println!("happy path: {} SET/DEL per round, {TASKS} tasks, {ROUNDS} rounds", sizes.happy_ops);
-    rows.push(happy_path(demo, sizes.happy_ops).await?);
+    if wanted("happy") {
+        println!("happy path: {} SET/DEL per round, {TASKS} tasks, {ROUNDS} rounds", sizes.happy_ops);
+        rows.push(happy_path(demo, sizes.happy_ops).await?);
+    }
+    if wanted("failure") {
+        println!("failure path: {} refused writes each", sizes.failure_samples);
+        rows.extend(failure_path(demo, sizes.failure_samples).await?);
+    }
+    if wanted("capture") {
+        println!("capture: {} tasks per round, {ROUNDS} rounds", sizes.capture_tasks);
+        rows.push(capture_throughput(demo, sizes.capture_tasks).await?);
+    }
+    if !wanted("replay") {
+        return Ok(rows);
+    }
 
-    println!("failure path: {} refused writes each", sizes.failure_samples);
-    rows.extend(failure_path(demo, sizes.failure_samples).await?);
-
-    println!("capture: {} tasks per round, {ROUNDS} rounds", sizes.capture_tasks);
-    rows.push(capture_throughput(demo, sizes.capture_tasks).await?);
-
-    println!("replay: a backlog of {} tasks each (clock from the first applied task)", sizes.replay_tasks);
-    rows.extend(replay_throughput(demo, sizes.replay_tasks).await?);
+    println!(
+        "replay: a backlog of {} tasks ({} for the seed-style loop); clock from the first applied task",
+        sizes.replay_tasks, sizes.seed_tasks
+    );
+    rows.extend(replay_throughput(demo, sizes.replay_tasks, sizes.seed_tasks).await?);
     Ok(rows)
 }
 
@@ -239,8 +275,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// One command of the happy path in an annotated method, as a repository would write it.
+#[redis_retry(source = "bench.happy")]
+async fn annotated_op<C: AsyncCommands>(conn: &mut C, key: &str, set: bool) -> redis::RedisResult<()> {
+    if set {
+        conn.set::<_, _, ()>(key, "value").await
+    } else {
+        conn.del::<_, ()>(key).await
+    }
+}
+
+/// The same without the attribute: the baseline.
+async fn plain_op<C: AsyncCommands>(conn: &mut C, key: &str, set: bool) -> redis::RedisResult<()> {
+    if set {
+        conn.set::<_, _, ()>(key, "value").await
+    } else {
+        conn.del::<_, ()>(key).await
+    }
+}
+
 /// Runs `ops` SET/DEL pairs' worth of commands over `TASKS` tasks; returns ops/s. `scoped`
-/// wraps every command in its own capture scope, as an annotated method would.
+/// runs each command through an annotated method, so each opens its own capture scope.
 async fn happy_round<C>(conn: C, ops: usize, scoped: bool) -> Result<f64, BoxError>
 where
     C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
@@ -253,17 +308,10 @@ where
         tasks.spawn(async move {
             for i in 0..per_task {
                 let key = format!("bench:happy:{t}:{}", i / 2);
-                let op = async {
-                    if i % 2 == 0 {
-                        conn.set::<_, _, ()>(&key, "value").await
-                    } else {
-                        conn.del::<_, ()>(&key).await
-                    }
-                };
                 if scoped {
-                    capture(ScopeMeta::new("bench"), op).await?;
+                    annotated_op(&mut conn, &key, i % 2 == 0).await?;
                 } else {
-                    op.await?;
+                    plain_op(&mut conn, &key, i % 2 == 0).await?;
                 }
             }
             Ok::<_, redis::RedisError>(())
@@ -446,11 +494,13 @@ async fn capture_throughput(demo: &Demo, n: usize) -> Result<Row, BoxError> {
 }
 
 /// Queues `n` SET tasks on a fresh one-partition topic, keys `<prefix>:<i>`.
-async fn backlog(demo: &Demo, name: &str, prefix: &str, n: usize) -> Result<(String, Vec<String>), BoxError> {
+async fn backlog(demo: &Demo, name: &str, n: usize) -> Result<(String, Vec<String>), BoxError> {
     let config = ProducerConfig::new(&demo.brokers).topic(demo.topic(name));
     demo.create_topics(&config.topics()).await.map_err(|e| e.to_string())?;
     let producer = RetryProducer::new(&config)?;
-    let tasks = bench_tasks(prefix, n)?;
+    // Keys named after the (fresh) topic: a later run must not find this run's keys in place.
+    let prefix = config.topics().main.clone();
+    let tasks = bench_tasks(&prefix, n)?;
     for task in &tasks {
         producer.publish(task)?;
     }
@@ -509,7 +559,7 @@ async fn all_applied(
 }
 
 async fn replay_ours(demo: &Demo, n: usize) -> Result<f64, BoxError> {
-    let (topic, keys) = backlog(demo, "bench-replay-ours", "bench:replay:ours", n).await?;
+    let (topic, keys) = backlog(demo, "bench-replay-ours", n).await?;
     let mut check = demo.redis().await?;
     let mut config = ConsumerConfig::new(&demo.brokers).topic(&topic).group(format!("{topic}-group"));
     config.create_topics = false;
@@ -530,7 +580,7 @@ async fn replay_ours(demo: &Demo, n: usize) -> Result<f64, BoxError> {
 /// The seed's consumer design: one message at a time, decoded, applied with one command,
 /// committed synchronously before the next.
 async fn replay_seed(demo: &Demo, n: usize) -> Result<f64, BoxError> {
-    let (topic, keys) = backlog(demo, "bench-replay-seed", "bench:replay:seed", n).await?;
+    let (topic, keys) = backlog(demo, "bench-replay-seed", n).await?;
     let mut check = demo.redis().await?;
     let mut redis = demo.redis().await?;
     let consumer: StreamConsumer = ClientConfig::new()
@@ -566,7 +616,7 @@ async fn replay_seed(demo: &Demo, n: usize) -> Result<f64, BoxError> {
 /// How fast a bare `StreamConsumer` reads the same backlog, applying nothing: the ceiling the
 /// broker and librdkafka put on any consumer, to read the replay figures against.
 async fn drain_ceiling(demo: &Demo, n: usize) -> Result<f64, BoxError> {
-    let (topic, _) = backlog(demo, "bench-replay-drain", "bench:replay:drain", n).await?;
+    let (topic, _) = backlog(demo, "bench-replay-drain", n).await?;
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &demo.brokers)
         .set("group.id", format!("{topic}-group"))
@@ -586,10 +636,10 @@ async fn drain_ceiling(demo: &Demo, n: usize) -> Result<f64, BoxError> {
     Ok((n - 1).max(1) as f64 / took.as_secs_f64().max(1e-9))
 }
 
-async fn replay_throughput(demo: &Demo, n: usize) -> Result<Vec<Row>, BoxError> {
+async fn replay_throughput(demo: &Demo, n: usize, seed_n: usize) -> Result<Vec<Row>, BoxError> {
     let ceiling = drain_ceiling(demo, n).await?;
     println!("  bare consumer, nothing applied: {ceiling:.0} messages/s");
-    let seed = replay_seed(demo, n).await?;
+    let seed = replay_seed(demo, seed_n).await?;
     println!("  seed-style loop: {seed:.0} tasks/s");
     let ours = replay_ours(demo, n).await?;
     println!("  RedisRetryConsumer: {ours:.0} tasks/s");
