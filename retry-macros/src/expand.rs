@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! async fn save(&self, k: &str) -> R {
-//!     ::redis_retry::__private::capture_shared(
+//!     ::redis_retry::__private::capture_static(
 //!         {
 //!             static __REDIS_RETRY_META: ::redis_retry::__private::MetaCell = ..::new();
 //!             __REDIS_RETRY_META.get(|| ::redis_retry::__private::meta("Repo.save", 5,
@@ -139,7 +139,7 @@ fn enter(args: &Args, sig: &Signature, krate: &Path) -> Enter {
         }
         // Nothing in it depends on the call: built once, then shared (no allocation per call).
         None => Enter {
-            call: quote!(#krate::__private::capture_shared),
+            call: quote!(#krate::__private::capture_static),
             meta: quote! {{
                 static __REDIS_RETRY_META: #krate::__private::MetaCell = #krate::__private::MetaCell::new();
                 __REDIS_RETRY_META.get(|| {

@@ -59,6 +59,10 @@ impl ScopeMeta {
 #[derive(Clone)]
 enum ScopeState {
     Capture(Arc<ScopeMeta>),
+    // Metadata that lives as long as the program (an annotated method's `static`): entering
+    // and leaving its scope touches no reference count, which 64 tasks on two threads would
+    // otherwise fight over.
+    Static(&'static Arc<ScopeMeta>),
     // Inside the consumer: its own failed writes are its business, never a new task.
     Suppressed,
 }
@@ -86,7 +90,7 @@ pub async fn capture<F: Future>(meta: ScopeMeta, fut: F) -> F::Output {
 }
 
 /// [`capture`] with metadata shared between calls: a hot path builds its `ScopeMeta` once
-/// instead of allocating one per call (what `#[redis_retry]` does when it has no `context`).
+/// instead of allocating one per call.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -101,6 +105,12 @@ pub async fn capture<F: Future>(meta: ScopeMeta, fut: F) -> F::Output {
 /// ```
 pub async fn capture_shared<F: Future>(meta: Arc<ScopeMeta>, fut: F) -> F::Output {
     SCOPE.scope(ScopeState::Capture(meta), fut).await
+}
+
+/// [`capture_shared`] with metadata that lives as long as the program.
+#[doc(hidden)]
+pub async fn capture_static<F: Future>(meta: &'static Arc<ScopeMeta>, fut: F) -> F::Output {
+    SCOPE.scope(ScopeState::Static(meta), fut).await
 }
 
 /// Runs `fut` with capture switched off, whatever scope or default the connections have.
@@ -123,6 +133,7 @@ pub(crate) fn lookup() -> Current {
     SCOPE
         .try_with(|s| match s {
             ScopeState::Capture(meta) => Current::Capture(meta.clone()),
+            ScopeState::Static(meta) => Current::Capture(Arc::clone(meta)),
             ScopeState::Suppressed => Current::Suppressed,
         })
         .unwrap_or(Current::None)
