@@ -341,7 +341,10 @@ async fn consume(settings: &Settings) -> Result<(), SetupError> {
                 redis::Client::open(*node).map_err(|e| SetupError::Config(format!("redis_url: {e}")))?;
             let manager_config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-                .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
+                .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
+                // Reconnecting to a Redis that refuses is one cheap connect; a long gap between
+                // tries would only delay the backlog once Redis is back.
+                .set_max_delay(Duration::from_millis(500));
             let connect = || client.get_connection_manager_with_config(manager_config.clone());
             match connect_when_reachable(connect, &stopped).await? {
                 Some(redis) => run_consumer(config, redis, metrics, stopped).await,

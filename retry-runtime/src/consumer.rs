@@ -6,7 +6,7 @@
 //! re-delivers what was not settled. A tier lane waits until its head message is due, which
 //! delays only that tier, never the main topic.
 //!
-//! When Redis cannot be reached at all, a lane waits for it (backing off up to a few seconds)
+//! When Redis cannot be reached at all, a lane waits for it (backing off up to a second)
 //! instead of spending the task's retries: an outage then neither floods the dead-letter topic
 //! nor hammers Redis. Retries and their budget are for a Redis that answers and says "not now".
 
@@ -223,6 +223,10 @@ enum Settled {
     /// Shutdown came first: leave it for the next run.
     Interrupted,
 }
+
+/// The longest wait between two tries of an unreachable Redis. A try is one refused connect,
+/// cheap for both sides; the wait is what a backlog loses once Redis is back, so it stays short.
+const UNREACHABLE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Why a message was refused before it reached Redis.
 struct Refused {
@@ -604,7 +608,7 @@ where
                     if !sleep_or_stop(backoff, stop).await {
                         return Settled::Interrupted;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(UNREACHABLE_BACKOFF_MAX);
                 }
                 failed => return self.settle_failed(task, failed, source_topic, stop).await,
             }
