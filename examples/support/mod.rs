@@ -200,8 +200,13 @@ impl Switch {
                         tokio::select! {
                             accepted = l.accept() => {
                                 if let Ok((client, _)) = accepted {
-                                    let pipe = tokio::spawn(forward(client, target));
-                                    conns.lock().unwrap_or_else(|e| e.into_inner()).push(pipe);
+                                    // Decided under the lock `off` holds while it cuts: a client
+                                    // that reconnected just as the switch went off is dropped,
+                                    // not let through behind its back.
+                                    let mut open = conns.lock().unwrap_or_else(|e| e.into_inner());
+                                    if *state.borrow() {
+                                        open.push(tokio::spawn(forward(client, target)));
+                                    }
                                 }
                                 listener = Some(l);
                             }
@@ -226,8 +231,9 @@ impl Switch {
 
     /// Cuts Redis off: refuses new connections and drops the open ones.
     pub fn off(&self) {
+        let mut open = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         let _ = self.on.send(false);
-        for c in self.connections.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for c in open.drain(..) {
             c.abort();
         }
     }
