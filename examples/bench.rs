@@ -14,7 +14,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
 use redis::aio::MultiplexedConnection;
@@ -163,10 +163,7 @@ fn main() -> Result<(), BoxError> {
 
 async fn run(sizes: Sizes, runs: usize, only: Option<&str>) -> Result<(), BoxError> {
     let demo = Demo::start().await.map_err(|e| e.to_string())?;
-    let broker = match std::env::var("KAFKA_BROKERS") {
-        Ok(b) if !b.is_empty() => format!("KAFKA_BROKERS={b}"),
-        _ => "librdkafka mock cluster (in-process)".to_string(),
-    };
+    let broker = demo.broker_label();
     let started = Instant::now();
     let mut all = Vec::new();
     for n in 1..=runs {
@@ -586,15 +583,7 @@ async fn replay_seed(demo: &Demo, n: usize) -> Result<f64, BoxError> {
     let (topic, keys) = backlog(demo, "bench-replay-seed", n).await?;
     let mut check = demo.redis().await?;
     let mut redis = demo.redis().await?;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &demo.brokers)
-        .set("group.id", format!("{topic}-group"))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        // As ours sets it, so both wait as long for an empty fetch.
-        .set("fetch.wait.max.ms", "100")
-        .create()?;
-    consumer.subscribe(&[topic.as_str()])?;
+    let consumer = demo.plain_consumer(&topic)?;
     let mut start = None;
     for _ in 0..n {
         let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
@@ -620,14 +609,7 @@ async fn replay_seed(demo: &Demo, n: usize) -> Result<f64, BoxError> {
 /// broker and librdkafka put on any consumer, to read the replay figures against.
 async fn drain_ceiling(demo: &Demo, n: usize) -> Result<f64, BoxError> {
     let (topic, _) = backlog(demo, "bench-replay-drain", n).await?;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &demo.brokers)
-        .set("group.id", format!("{topic}-group"))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "100")
-        .create()?;
-    consumer.subscribe(&[topic.as_str()])?;
+    let consumer = demo.plain_consumer(&topic)?;
     let mut start = None;
     for _ in 0..n {
         tokio::time::timeout(Duration::from_secs(30), consumer.recv())

@@ -157,10 +157,7 @@ fn main() -> Result<(), BoxError> {
 
 async fn run(opts: Options) -> Result<(), BoxError> {
     let demo = Demo::start().await.map_err(|e| e.to_string())?;
-    let broker = match std::env::var("KAFKA_BROKERS") {
-        Ok(b) if !b.is_empty() => format!("KAFKA_BROKERS={b}"),
-        _ => "librdkafka mock cluster (in-process)".to_string(),
-    };
+    let broker = demo.broker_label();
     let started = Instant::now();
     let mut rows = Vec::new();
     if opts.recovery {
@@ -361,7 +358,7 @@ async fn outage_run(
                 consumer.run(stopped).await.map_err(BoxError::from)
             })
         }
-        Replayer::SeedLoop => tokio::spawn(seed_loop(demo.brokers.clone(), topic.clone(), conn, stop_rx)),
+        Replayer::SeedLoop => tokio::spawn(seed_loop(demo.plain_consumer(&topic)?, conn, stop_rx)),
     };
     let backlog = Backlog { topic: &topic, partitions, producer: &producer, failures: &failures };
     let measured = outage(demo, switch, opts, replayer, backlog).await;
@@ -564,23 +561,13 @@ async fn count_present(redis: &mut MultiplexedConnection, keys: &[String]) -> Re
 /// outage, so it retries the command every 100 ms (the consumer's first backoff step) while
 /// Redis is unreachable.
 async fn seed_loop<C>(
-    brokers: String,
-    topic: String,
+    consumer: StreamConsumer,
     mut redis: C,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), BoxError>
 where
     C: ConnectionLike + Send,
 {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", format!("{topic}-group"))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        // As the consumer sets it, so both wait as long for an empty fetch.
-        .set("fetch.wait.max.ms", "100")
-        .create()?;
-    consumer.subscribe(&[topic.as_str()])?;
     loop {
         let msg = tokio::select! {
             _ = stop.wait_for(|s| *s) => return Ok(()),

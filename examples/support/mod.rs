@@ -127,6 +127,33 @@ impl Demo {
         Ok(())
     }
 
+    /// Which broker the demo uses, for a report's heading.
+    pub fn broker_label(&self) -> String {
+        match &self._mock {
+            Some(_) => "librdkafka mock cluster (in-process)".to_string(),
+            None => format!("KAFKA_BROKERS={}", self.brokers),
+        }
+    }
+
+    /// A plain `StreamConsumer` of `topic` in the group `<topic>-group`, reading from the start
+    /// and committing only when told: the baselines the benchmarks hold the consumer against.
+    pub fn plain_consumer(
+        &self,
+        topic: &str,
+    ) -> rdkafka::error::KafkaResult<rdkafka::consumer::StreamConsumer> {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("{topic}-group"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            // As `RedisRetryConsumer` sets it, so both wait as long for an empty fetch.
+            .set("fetch.wait.max.ms", "100")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        Ok(consumer)
+    }
+
     /// A second switch in front of the same Redis, to cut one client off while another's
     /// switch stays as it is.
     pub async fn another_switch(&self) -> Result<Switch, Box<dyn std::error::Error>> {
