@@ -196,7 +196,7 @@ async fn one_run(demo: &Demo, sizes: &Sizes, only: Option<&str>) -> Result<Vec<R
 
     if wanted("happy") {
         println!("happy path: {} SET/DEL per round, {TASKS} tasks, {HAPPY_ROUNDS} rounds", sizes.happy_ops);
-        rows.push(happy_path(demo, sizes.happy_ops).await?);
+        rows.extend(happy_path(demo, sizes.happy_ops).await?);
     }
     if wanted("failure") {
         println!("failure path: {} refused writes each", sizes.failure_samples);
@@ -323,35 +323,56 @@ where
     Ok((per_task * TASKS) as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn happy_path(demo: &Demo, ops: usize) -> Result<Row, BoxError> {
+async fn happy_path(demo: &Demo, ops: usize) -> Result<Vec<Row>, BoxError> {
     let raw = demo.redis().await?;
     let ours = RetryConnection::new(demo.redis().await?);
-    // Warm both connections and the server before anything counts.
+    // A second raw connection measured the same way: its ratio to the first is the noise floor,
+    // what a difference of nothing at all looks like on this machine.
+    let raw_b = demo.redis().await?;
+    // Warm the connections and the server before anything counts.
     happy_round(raw.clone(), ops / 10, false).await?;
     happy_round(ours.clone(), ops / 10, true).await?;
-    let (mut ratios, mut ours_rates, mut raw_rates) = (Vec::new(), Vec::new(), Vec::new());
+    happy_round(raw_b.clone(), ops / 10, false).await?;
+    let (mut ratios, mut floor) = (Vec::new(), Vec::new());
+    let (mut ours_rates, mut raw_rates, mut b_rates) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..HAPPY_ROUNDS {
-        // Alternating which goes first keeps a drift in the machine's load from favouring one.
-        let (o, r) = if round % 2 == 0 {
-            let r = happy_round(raw.clone(), ops, false).await?;
-            (happy_round(ours.clone(), ops, true).await?, r)
-        } else {
-            let o = happy_round(ours.clone(), ops, true).await?;
-            (o, happy_round(raw.clone(), ops, false).await?)
-        };
+        // Rotating which goes first keeps a drift in the machine's load from favouring one.
+        let mut rates = [0.0; 3];
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            rates[which] = match which {
+                0 => happy_round(raw.clone(), ops, false).await?,
+                1 => happy_round(ours.clone(), ops, true).await?,
+                _ => happy_round(raw_b.clone(), ops, false).await?,
+            };
+        }
+        let [r, o, b] = rates;
         ratios.push(o / r);
+        floor.push(b / r);
         ours_rates.push(o);
         raw_rates.push(r);
+        b_rates.push(b);
     }
-    Ok(Row {
-        metric: "happy_path ops/s (SET/DEL, 64 tasks)",
-        score: Score::Ratio,
-        ours: median(ours_rates),
-        baseline: Some(median(raw_rates)),
-        measured: Some(median(ratios)),
-        target: ">= 0.97",
-        meets: |v| v >= 0.97,
-    })
+    Ok(vec![
+        Row {
+            metric: "happy_path ops/s (SET/DEL, 64 tasks)",
+            score: Score::Ratio,
+            ours: median(ours_rates),
+            baseline: Some(median(raw_rates.clone())),
+            measured: Some(median(ratios)),
+            target: ">= 0.97",
+            meets: |v| v >= 0.97,
+        },
+        Row {
+            metric: "happy_path noise floor (a second raw connection vs the first)",
+            score: Score::Ratio,
+            ours: median(b_rates),
+            baseline: Some(median(raw_rates)),
+            measured: Some(median(floor)),
+            target: "report",
+            meets: |_| true,
+        },
+    ])
 }
 
 async fn failure_path(demo: &Demo, samples: usize) -> Result<Vec<Row>, BoxError> {

@@ -7,8 +7,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Rows the table must hold, one per measured figure.
-const METRICS: [&str; 6] =
-    ["happy_path", "failure_p50", "failure_p99", "capture", "replay tasks/s", "replay_absolute"];
+const METRICS: [&str; 7] = [
+    "happy_path ops",
+    "happy_path noise",
+    "failure_p50",
+    "failure_p99",
+    "capture",
+    "replay tasks/s",
+    "replay_absolute",
+];
 
 /// The example next to this test binary: target/<profile>/deps/<test> →
 /// target/<profile>/examples/bench, built by `cargo build --examples` (or `cargo test`).
