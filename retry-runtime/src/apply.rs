@@ -114,14 +114,14 @@ pub(crate) enum Applied {
 }
 
 /// Sends the plan's requests one after the other and judges the replies.
-pub(crate) async fn apply<C: ConnectionLike + Clone>(redis: &C, task: &RedisTask, plan: Plan) -> Applied {
+pub(crate) async fn apply<C: ConnectionLike + Clone>(redis: &C, task: &RedisTask, plan: &Plan) -> Applied {
     if task.mode == Mode::Log {
         metrics::counter!(counters::LOGGED).increment(1);
         tracing::warn!(keys = %task.describe(), source = %task.source, "task in log mode: logged, not applied");
         return Applied::Ok;
     }
     let mut replies = Vec::with_capacity(plan.requests.len());
-    for request in plan.requests {
+    for request in &plan.requests {
         let mut conn = redis.clone();
         let result = match request {
             Request::Commands { cmds, .. } => {
@@ -131,7 +131,7 @@ pub(crate) async fn apply<C: ConnectionLike + Clone>(redis: &C, task: &RedisTask
             Request::Atomic(pipe) => {
                 let (offset, count) =
                     if pipe.is_transaction() { (pipe.len() + 1, 1) } else { (0, pipe.len()) };
-                let values = scope::suppressed(conn.req_packed_commands(&pipe, offset, count)).await;
+                let values = scope::suppressed(conn.req_packed_commands(pipe, offset, count)).await;
                 values.map(|mut values| match (pipe.is_transaction(), values.pop()) {
                     (true, Some(Value::Array(items))) => items,
                     (true, _) => Vec::new(),
@@ -141,7 +141,7 @@ pub(crate) async fn apply<C: ConnectionLike + Clone>(redis: &C, task: &RedisTask
                     }
                 })
             }
-            Request::Spanning(cmd) => scope::suppressed(conn.req_packed_command(&cmd)).await.map(|v| vec![v]),
+            Request::Spanning(cmd) => scope::suppressed(conn.req_packed_command(cmd)).await.map(|v| vec![v]),
         };
         match result {
             Err(e) if is_unreachable(&e) => {
@@ -222,10 +222,10 @@ pub(crate) async fn apply_batch<C: ConnectionLike + Clone>(
         .collect())
 }
 
-fn pipeline_of(cmds: Vec<Cmd>) -> Pipeline {
+fn pipeline_of(cmds: &[Cmd]) -> Pipeline {
     let mut pipe = redis::pipe();
     for cmd in cmds {
-        pipe.add_command(cmd);
+        pipe.add_command(cmd.clone());
     }
     pipe
 }

@@ -450,7 +450,7 @@ where
                         pending.push((i, task, plan));
                         continue;
                     }
-                    Ok(task)
+                    Ok((task, plan))
                 }
                 Err(refused) => Err(refused),
             };
@@ -458,7 +458,7 @@ where
                 return at;
             }
             let settled = match task {
-                Ok(task) => self.settle_task(task, msg.topic(), is_tier, stop).await,
+                Ok((task, plan)) => self.settle_task(task, &plan, msg.topic(), is_tier, stop).await,
                 Err(Refused { reason, error }) => {
                     self.dead_letter_raw(msg, msg.payload().unwrap_or_default(), reason, &error, stop).await
                 }
@@ -510,8 +510,10 @@ where
         };
         drop(tasks);
         let Some(applied) = outcome else {
-            for (i, task, _) in items {
-                if self.settle_task(task, batch[i].topic(), is_tier, stop).await == Settled::Interrupted {
+            for (i, task, plan) in items {
+                if self.settle_task(task, &plan, batch[i].topic(), is_tier, stop).await
+                    == Settled::Interrupted
+                {
                     return Err(i);
                 }
             }
@@ -521,12 +523,7 @@ where
         let elapsed = started.elapsed().as_secs_f64();
         for ((i, task, _), applied) in items.into_iter().zip(applied) {
             let settled = match applied {
-                Applied::Ok => {
-                    metrics::counter!(counters::APPLIED).increment(1);
-                    metrics::histogram!(counters::APPLY_SECONDS).record(elapsed);
-                    tracing::debug!(task_id = %task.id, keys = %task.describe(), retry_count = task.retry_count, is_tier, "task applied");
-                    Settled::Done
-                }
+                Applied::Ok => applied_once(&task, elapsed, is_tier),
                 failed => self.settle_failed(task, failed, batch[i].topic(), stop).await,
             };
             if settled == Settled::Interrupted {
@@ -573,6 +570,7 @@ where
     async fn settle_task(
         &self,
         task: RedisTask,
+        plan: &Plan,
         source_topic: &str,
         is_tier: bool,
         stop: &mut watch::Receiver<bool>,
@@ -591,15 +589,10 @@ where
                 return self.dead_letter_task(&task, source_topic, DlqReason::Expired, &age, stop).await;
             }
             let started = Instant::now();
-            let applied = apply::apply(&self.redis, &task, Plan::new(&task, self.guard_ttl())).await;
+            let applied = apply::apply(&self.redis, &task, plan).await;
             self.health.set_redis_reachable(!matches!(applied, Applied::Unreachable(_)));
             match applied {
-                Applied::Ok => {
-                    metrics::counter!(counters::APPLIED).increment(1);
-                    metrics::histogram!(counters::APPLY_SECONDS).record(started.elapsed().as_secs_f64());
-                    tracing::debug!(task_id = %task.id, keys = %task.describe(), retry_count = task.retry_count, is_tier, "task applied");
-                    return Settled::Done;
-                }
+                Applied::Ok => return applied_once(&task, started.elapsed().as_secs_f64(), is_tier),
                 Applied::Unreachable(err) => {
                     if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                         tracing::warn!(error = %err, keys = %task.describe(), "redis unreachable; waiting for it before applying");
@@ -771,6 +764,14 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
         _ = stop.wait_for(|s| *s) => false,
         _ = tokio::time::sleep(d) => true,
     }
+}
+
+/// Counts and logs a task Redis has taken, `seconds` after it was sent.
+fn applied_once(task: &RedisTask, seconds: f64, is_tier: bool) -> Settled {
+    metrics::counter!(counters::APPLIED).increment(1);
+    metrics::histogram!(counters::APPLY_SECONDS).record(seconds);
+    tracing::debug!(task_id = %task.id, keys = %task.describe(), retry_count = task.retry_count, is_tier, "task applied");
+    Settled::Done
 }
 
 /// Stores, for the next commit, the offset after the last message of each partition: the

@@ -49,7 +49,7 @@ pub use task::{Arg, Mode, RedisCmd, RedisTask, TaskContext, TaskKind, DEFAULT_MA
 /// What `#[redis_retry]` expands to calls; not a public API, may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::scope::{capture, capture_shared, capture_static, ScopeMeta};
+    pub use crate::scope::{capture, capture_static, ScopeMeta};
     pub use crate::task::{Mode, TaskContext, DEFAULT_MAX_RETRIES};
 
     use std::sync::{Arc, OnceLock};
