@@ -9,11 +9,11 @@ use redis::AsyncCommands;
 use redis_retry::RedisTask;
 use support::binary::{assert_config_error, Consumer};
 use support::stack::{wait_until, Stack};
-use support::unique;
+use support::{go_timestamp_now, unique};
 
 /// Messages exactly as Go's encoding/json marshals the seed's RedisTask.
 fn seed_messages() -> Vec<String> {
-    let ts = "2026-11-26T10:00:00.123456789+08:00";
+    let ts = go_timestamp_now();
     let meta = |trace: &str| {
         format!(
             r#""trace_id":"{trace}","user_uuid":"u-1","device_id":"d-1","timestamp":"{ts}","retry_count":0,"max_retries":3,"original_err":"dial tcp 127.0.0.1:6379: connect: connection refused","source":"UserRepository.Seed""#

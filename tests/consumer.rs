@@ -201,9 +201,12 @@ async fn a_redelivered_non_idempotent_task_is_applied_at_most_once() {
     assert_ne!(second.id, incr.id);
     stack.producer.publish_and_wait(&second).await.unwrap();
     // A seed task without an id: its redelivered payload is recognised too.
-    let seed = br#"{"type":"simple","command":"lpush","args":["seed-list","x"],"timestamp":"2026-11-26T10:00:00.1+08:00"}"#;
-    stack.kafka.produce(&stack.topic, Some(b"seed-list"), seed).await;
-    stack.kafka.produce(&stack.topic, Some(b"seed-list"), seed).await;
+    let seed = format!(
+        r#"{{"type":"simple","command":"lpush","args":["seed-list","x"],"timestamp":"{}"}}"#,
+        support::go_timestamp_now()
+    );
+    stack.kafka.produce(&stack.topic, Some(b"seed-list"), seed.as_bytes()).await;
+    stack.kafka.produce(&stack.topic, Some(b"seed-list"), seed.as_bytes()).await;
     let marker = RedisTask::set("marker", "done", Duration::ZERO).unwrap();
     stack.producer.publish_and_wait(&marker).await.unwrap();
 

@@ -1,5 +1,5 @@
 //! Reliability under faults, checked against an oracle: nothing lost, nothing applied twice,
-//! nothing stale. The figures go into docs/RELIABILITY.md.
+//! nothing stale. The figures go into the reliability report (see `support::report`).
 
 mod support;
 

@@ -32,6 +32,14 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{count}-{nanos}", std::process::id())
 }
 
+/// Now, as Go's `encoding/json` writes a `time.Time` in UTC+8 (RFC 3339, nanoseconds, an
+/// offset): the seed's services stamp tasks this way. A fixed date would age past the
+/// consumer's `max_age` and turn the test red on a later day.
+pub fn go_timestamp_now() -> String {
+    let east8 = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8");
+    chrono::Utc::now().with_timezone(&east8).to_rfc3339_opts(chrono::SecondsFormat::Nanos, false)
+}
+
 /// Log output through the test writer (captured per test unless
 /// `--nocapture`), filtered by RUST_LOG. Safe to call from every test.
 pub fn init_tracing() {

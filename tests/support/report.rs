@@ -1,17 +1,25 @@
-//! Figures that reliability tests measure, written into `docs/RELIABILITY.md` by the run
-//! itself: each test owns one section, between markers, and replaces it when it passes.
+//! Figures that reliability tests measure, written by the run itself: each test owns one
+//! section, between markers, and replaces it when it passes.
+//!
+//! A test run never changes tracked files: the figures go to `RELIABILITY.md` in the target
+//! directory's scratch space unless `REDIS_RETRY_REPORT` names another file.
+//! `REDIS_RETRY_REPORT=docs/RELIABILITY.md scripts/test` regenerates the committed copy.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-fn report_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs").join("RELIABILITY.md")
+pub fn report_path() -> PathBuf {
+    match std::env::var_os("REDIS_RETRY_REPORT") {
+        // A relative path names a file in the checkout, wherever the test binary runs from.
+        Some(path) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path),
+        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("RELIABILITY.md"),
+    }
 }
 
 const HEADER: &str = "# Reliability figures\n\n\
-Written by the test run (`scripts/test`), not by hand: each section is replaced by the test \
-named in it when that test passes. Every figure comes from real `redis-server` processes and a \
+Written by the test run, not by hand (`REDIS_RETRY_REPORT=docs/RELIABILITY.md scripts/test`): \
+each section is replaced by the test named in it when that test passes. Every figure comes from real `redis-server` processes and a \
 real Kafka-protocol broker on this machine, with faults injected by the test harness.\n";
 
 /// Replaces the section `title` with `intro` and a two-column table of `rows`.
@@ -25,7 +33,7 @@ pub fn record(title: &str, intro: &str, rows: &[(&str, String)]) {
 
     let path = report_path();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).expect("docs directory");
+        std::fs::create_dir_all(dir).expect("report directory");
     }
     let mut file =
         OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).expect("report");
