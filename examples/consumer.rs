@@ -27,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let signal_tx = shutdown_tx.clone();
     tokio::spawn(async move {
-        redis_retry::cli::shutdown_signal().await;
+        redis_retry::consumer::shutdown_signal().await;
         let _ = signal_tx.send(true);
     });
 

@@ -36,5 +36,9 @@
 
 pub use redis_retry_runtime::*;
 
+/// The redis-rs this crate is built against: name Redis through it (`redis_retry::redis`) and
+/// a service needs one dependency line, with no second `redis` version to mismatch.
+pub use redis;
+
 /// Runs an `async fn` in a capture scope; see the attribute's documentation.
 pub use redis_retry_macros::redis_retry;

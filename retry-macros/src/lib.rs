@@ -3,11 +3,9 @@
 
 mod attr;
 mod check;
-// The runtime's command table, compiled in from its source: the attribute decides what reads
-// and what writes from the same table the runtime captures and the consumer applies by.
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../retry-runtime/src/commands.rs"]
-mod commands;
+// The attribute decides what reads and what writes from the same table the runtime captures
+// and the consumer applies by.
+use redis_retry_commands as commands;
 mod errors;
 mod expand;
 mod item;

@@ -169,7 +169,7 @@ impl Dlq {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "100");
-        cfg.create().map_err(|e| SetupError::Config(format!("kafka consumer: {e}")))
+        cfg.create().map_err(|e| SetupError::Runtime(format!("kafka consumer: {e}")))
     }
 
     /// Every entry after the cursor, oldest first per partition (at most `limit`).
@@ -184,7 +184,7 @@ impl Dlq {
         let topic = self.config.topics().dlq;
         tokio::task::spawn_blocking(move || read_all(&consumer, &topic, limit))
             .await
-            .map_err(|e| SetupError::Config(format!("reading the DLQ: {e}")))?
+            .map_err(|e| SetupError::Runtime(format!("reading the DLQ: {e}")))?
     }
 
     /// Sends matching entries back to the main topic as fresh tasks (retry count 0, capture
@@ -243,7 +243,7 @@ impl Dlq {
                 ),
             };
             if let Some(Err(e)) = send {
-                return Err(SetupError::Config(format!(
+                return Err(SetupError::Runtime(format!(
                     "kafka refused a message after {i} of {total} (nothing was lost; run again): {e}"
                 )));
             }
@@ -257,7 +257,7 @@ impl Dlq {
         let consumer = self.consumer()?;
         tokio::task::spawn_blocking(move || consumer.commit(&ends, CommitMode::Sync))
             .await
-            .map_err(|e| SetupError::Config(format!("committing the DLQ cursor: {e}")))??;
+            .map_err(|e| SetupError::Runtime(format!("committing the DLQ cursor: {e}")))??;
         Ok(outcome)
     }
 }
@@ -309,7 +309,7 @@ fn read_all(
             break;
         }
         if std::time::Instant::now() > deadline {
-            return Err(SetupError::Config(format!("timed out reading {topic}")));
+            return Err(SetupError::Runtime(format!("timed out reading {topic}")));
         }
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
             let floors_reached = next.iter().all(|(_, at, high)| at >= high);

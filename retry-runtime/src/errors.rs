@@ -284,9 +284,14 @@ pub enum PublishError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SetupError {
-    /// A configuration value is invalid; the message names it.
+    /// A configuration value is invalid; the message names it. The `redis-retry` binary exits
+    /// with code 2 for this variant only.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A failure while running that no setting explains (a crashed lane, a read that timed
+    /// out, a thread that could not start).
+    #[error("{0}")]
+    Runtime(String),
     /// Kafka could not be reached or refused a request.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),

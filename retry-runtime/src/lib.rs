@@ -18,15 +18,12 @@
 #![warn(missing_docs)]
 
 mod apply;
-pub mod cli;
-pub mod commands;
-pub mod config;
+pub use redis_retry_commands as commands;
 pub mod connection;
 pub mod consumer;
 pub mod counters;
 pub mod dlq;
 pub mod errors;
-pub mod exporter;
 pub mod producer;
 pub mod scope;
 pub mod script;

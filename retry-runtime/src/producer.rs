@@ -732,7 +732,7 @@ impl RetryProducer {
         });
         let producer: ThreadedProducer<DeliveryReporter> = cfg
             .create_with_context(DeliveryReporter(Arc::clone(&shared)))
-            .map_err(|e| SetupError::Config(format!("kafka producer: {e}")))?;
+            .map_err(|e| SetupError::Runtime(format!("kafka producer: {e}")))?;
         let drainer = match &shared.spool {
             Some(spool) => {
                 let stats = spool.stats();
@@ -746,7 +746,10 @@ impl RetryProducer {
                         drainer.run(spool);
                     }
                 });
-                Some(thread.map_err(|e| SetupError::Config(format!("spool: cannot start its thread: {e}")))?)
+                Some(
+                    thread
+                        .map_err(|e| SetupError::Runtime(format!("spool: cannot start its thread: {e}")))?,
+                )
             }
             None => None,
         };

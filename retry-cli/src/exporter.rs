@@ -1,11 +1,10 @@
 //! Prometheus metrics and a health endpoint for `redis-retry consume --metrics-addr`.
 //!
-//! The crate records through the `metrics` facade (names in [`counters`](crate::counters)), so
+//! The crate records through the `metrics` facade (names in `redis_retry_runtime::counters`), so
 //! a service embedding the consumer can install any recorder it likes; this module installs the
 //! Prometheus one and serves it over HTTP.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -14,40 +13,9 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::counters;
-use crate::errors::SetupError;
-
-/// What `/health` reports, updated by the consumer as it runs.
-#[derive(Debug)]
-pub struct Health {
-    running: AtomicBool,
-    redis_reachable: AtomicBool,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health { running: AtomicBool::new(false), redis_reachable: AtomicBool::new(true) }
-    }
-}
-
-impl Health {
-    /// Marks the consumer as running or stopped.
-    pub fn set_running(&self, yes: bool) {
-        self.running.store(yes, Ordering::Relaxed);
-    }
-    /// Records whether the last attempt reached Redis.
-    pub fn set_redis_reachable(&self, yes: bool) {
-        self.redis_reachable.store(yes, Ordering::Relaxed);
-    }
-    /// Whether the consumer is running.
-    pub fn running(&self) -> bool {
-        self.running.load(Ordering::Relaxed)
-    }
-    /// Whether Redis was reachable at the last attempt.
-    pub fn redis_reachable(&self) -> bool {
-        self.redis_reachable.load(Ordering::Relaxed)
-    }
-}
+use redis_retry_runtime::consumer::Health;
+use redis_retry_runtime::counters;
+use redis_retry_runtime::errors::SetupError;
 
 /// Installs the Prometheus recorder for this process.
 pub fn install_recorder() -> Result<PrometheusHandle, SetupError> {
@@ -87,7 +55,7 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| SetupError::Config(format!("metrics server: {e}")))
+        .map_err(|e| SetupError::Runtime(format!("metrics server: {e}")))
 }
 
 async fn health_report(State(health): State<Arc<Health>>) -> (StatusCode, String) {

@@ -15,11 +15,11 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::config::{LogFormat, RedisTarget, Settings};
-use crate::consumer::{ConsumerConfig, RedisRetryConsumer};
-use crate::dlq::{Dlq, DlqEntry, Filter};
-use crate::errors::SetupError;
-use crate::producer::RetryProducer;
-use crate::task::RedisTask;
+use redis_retry_runtime::consumer::{shutdown_signal, ConsumerConfig, RedisRetryConsumer};
+use redis_retry_runtime::dlq::{Dlq, DlqEntry, Filter};
+use redis_retry_runtime::errors::SetupError;
+use redis_retry_runtime::producer::RetryProducer;
+use redis_retry_runtime::task::RedisTask;
 
 /// Exit code for a bad setting (as clap uses for bad flags).
 pub const EXIT_CONFIG: u8 = 2;
@@ -436,7 +436,7 @@ async fn enqueue(settings: &Settings) -> Result<ExitCode, SetupError> {
     let (mut sent, mut rejected) = (0usize, 0usize);
     let mut pending = Vec::new();
     for (i, line) in stdin.lock().lines().enumerate() {
-        let line = line.map_err(|e| SetupError::Config(format!("reading standard input: {e}")))?;
+        let line = line.map_err(|e| SetupError::Runtime(format!("reading standard input: {e}")))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -584,27 +584,4 @@ fn progress(what: &'static str) -> (impl FnMut(usize, usize), impl FnOnce()) {
         }
     };
     (report, finish)
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -6,13 +6,14 @@
 //! failed write touched (for Kafka partitioning, and for "invalidate" mode, which
 //! replays a failed write as `DEL` of those keys); the consumer uses it as an
 //! allow-list; the proc macro checks commands against it at compile time, which is
-//! why this file uses `std` only.
+//! why this crate depends on nothing but `std`: the macro, the runtime and the consumer
+//! all read the same table.
 //!
-//! Lookups never allocate: the name is upper-cased into a stack buffer and found by
-//! binary search in a table whose order is checked at compile time.
+//! Lookups never allocate: the name is upper-cased into a stack buffer and found in a hash
+//! index built once over a table whose order is checked at compile time.
 //!
 //! ```
-//! use redis_retry_runtime::commands::{keys, lookup, Access};
+//! use redis_retry_commands::{keys, lookup, Access};
 //!
 //! let args: [&[u8]; 3] = [b"set", b"user:1", b"alice"];
 //! let spec = lookup(&args).unwrap();
@@ -69,7 +70,7 @@
 /// How a command relates to data.
 ///
 /// ```
-/// use redis_retry_runtime::commands::{lookup_name, Access};
+/// use redis_retry_commands::{lookup_name, Access};
 ///
 /// assert_eq!(lookup_name("HGETALL").unwrap().access, Access::Read);
 /// assert_eq!(lookup_name("INCR").unwrap().access, Access::Write { idempotent: false });
@@ -104,7 +105,7 @@ impl Access {
     /// see [`Access::may_write`].
     ///
     /// ```
-    /// use redis_retry_runtime::commands::Access;
+    /// use redis_retry_commands::Access;
     ///
     /// assert!(Access::Write { idempotent: false }.is_write());
     /// assert!(!Access::Script.is_write());
@@ -117,7 +118,7 @@ impl Access {
     /// True for [`Access::Read`].
     ///
     /// ```
-    /// use redis_retry_runtime::commands::Access;
+    /// use redis_retry_commands::Access;
     ///
     /// assert!(Access::Read.is_read());
     /// assert!(!Access::Control.is_read());
@@ -130,7 +131,7 @@ impl Access {
     /// True only for `Write { idempotent: true }`.
     ///
     /// ```
-    /// use redis_retry_runtime::commands::Access;
+    /// use redis_retry_commands::Access;
     ///
     /// assert!(Access::Write { idempotent: true }.is_idempotent());
     /// assert!(!Access::Write { idempotent: false }.is_idempotent());
@@ -144,7 +145,7 @@ impl Access {
     /// True for [`Access::Forbidden`].
     ///
     /// ```
-    /// use redis_retry_runtime::commands::Access;
+    /// use redis_retry_commands::Access;
     ///
     /// assert!(Access::Forbidden.is_forbidden());
     /// ```
@@ -157,7 +158,7 @@ impl Access {
     /// capture.
     ///
     /// ```
-    /// use redis_retry_runtime::commands::Access;
+    /// use redis_retry_commands::Access;
     ///
     /// assert!(Access::Script.may_write());
     /// assert!(Access::Write { idempotent: true }.may_write());
@@ -176,7 +177,7 @@ impl Access {
 /// actually hold, so a malformed command yields fewer keys rather than an error.
 ///
 /// ```
-/// use redis_retry_runtime::commands::{lookup_name, KeySpec};
+/// use redis_retry_commands::{lookup_name, KeySpec};
 ///
 /// assert_eq!(lookup_name("GET").unwrap().keys, KeySpec::Single(1));
 /// assert_eq!(
@@ -242,7 +243,7 @@ pub enum KeySpec {
 /// The documentation group of a command, as in the Redis command reference.
 ///
 /// ```
-/// use redis_retry_runtime::commands::{lookup_name, Group};
+/// use redis_retry_commands::{lookup_name, Group};
 ///
 /// assert_eq!(lookup_name("XADD").unwrap().group, Group::Streams);
 /// ```
@@ -285,7 +286,7 @@ pub enum Group {
 /// One entry of the command table.
 ///
 /// ```
-/// use redis_retry_runtime::commands::{lookup_name, Group, KeySpec};
+/// use redis_retry_commands::{lookup_name, Group, KeySpec};
 ///
 /// let spec = lookup_name("xgroup create").unwrap();
 /// assert_eq!(spec.name, "XGROUP CREATE");
@@ -311,7 +312,7 @@ impl CommandSpec {
     /// `access` is a write (idempotent or not).
     ///
     /// ```
-    /// use redis_retry_runtime::commands::lookup_name;
+    /// use redis_retry_commands::lookup_name;
     ///
     /// assert!(lookup_name("LPUSH").unwrap().is_write());
     /// assert!(!lookup_name("EVAL").unwrap().is_write());
@@ -324,7 +325,7 @@ impl CommandSpec {
     /// `access` is a read.
     ///
     /// ```
-    /// use redis_retry_runtime::commands::lookup_name;
+    /// use redis_retry_commands::lookup_name;
     ///
     /// assert!(lookup_name("ZSCORE").unwrap().is_read());
     /// ```
@@ -336,7 +337,7 @@ impl CommandSpec {
     /// `access` is `Write { idempotent: true }`.
     ///
     /// ```
-    /// use redis_retry_runtime::commands::lookup_name;
+    /// use redis_retry_commands::lookup_name;
     ///
     /// assert!(lookup_name("HSET").unwrap().is_idempotent());
     /// assert!(!lookup_name("HINCRBY").unwrap().is_idempotent());
@@ -349,7 +350,7 @@ impl CommandSpec {
     /// `access` is forbidden.
     ///
     /// ```
-    /// use redis_retry_runtime::commands::lookup_name;
+    /// use redis_retry_commands::lookup_name;
     ///
     /// assert!(lookup_name("SCRIPT FLUSH").unwrap().is_forbidden());
     /// ```
@@ -370,7 +371,7 @@ impl CommandSpec {
     /// Anything else, including arguments too malformed to judge, gets `self.access`.
     ///
     /// ```
-    /// use redis_retry_runtime::commands::{lookup_name, Access};
+    /// use redis_retry_commands::{lookup_name, Access};
     ///
     /// let zadd = lookup_name("ZADD").unwrap();
     /// let plain: [&[u8]; 4] = [b"ZADD", b"board", b"10", b"ann"];
@@ -406,7 +407,7 @@ impl CommandSpec {
 /// A looked-up command together with the access of this particular invocation.
 ///
 /// ```
-/// use redis_retry_runtime::commands::{classify, Access};
+/// use redis_retry_commands::{classify, Access};
 ///
 /// let c = classify(&[b"bitfield", b"flags", b"GET", b"u8", b"0"]).unwrap();
 /// assert_eq!(c.spec.name, "BITFIELD");
@@ -425,7 +426,7 @@ pub struct Classification {
 /// [`CommandSpec::access_for`]. Unknown → `None`.
 ///
 /// ```
-/// use redis_retry_runtime::commands::{classify, Access};
+/// use redis_retry_commands::{classify, Access};
 ///
 /// let c = classify(&[b"SET", b"k", b"v", b"KEEPTTL", b"GET"]).unwrap();
 /// assert_eq!(c.access, Access::Write { idempotent: true });
@@ -443,7 +444,7 @@ pub fn classify(args: &[&[u8]]) -> Option<Classification> {
 /// Allocation-free: the name is upper-cased on the stack and binary-searched.
 ///
 /// ```
-/// use redis_retry_runtime::commands::lookup;
+/// use redis_retry_commands::lookup;
 ///
 /// assert_eq!(lookup(&[b"hSet", b"h", b"f", b"v"]).unwrap().name, "HSET");
 /// assert_eq!(lookup(&[b"config", b"set", b"maxmemory", b"1"]).unwrap().name, "CONFIG SET");
@@ -465,7 +466,7 @@ pub fn lookup(args: &[&[u8]]) -> Option<&'static CommandSpec> {
 /// separated by ASCII whitespace). Two words are accepted only for container commands.
 ///
 /// ```
-/// use redis_retry_runtime::commands::lookup_name;
+/// use redis_retry_commands::lookup_name;
 ///
 /// assert_eq!(lookup_name("set").unwrap().name, "SET");
 /// assert_eq!(lookup_name("script  flush").unwrap().name, "SCRIPT FLUSH");
@@ -495,7 +496,7 @@ pub fn lookup_name(name: &str) -> Option<&'static CommandSpec> {
 /// non-UTF-8): it returns the keys that can be found.
 ///
 /// ```
-/// use redis_retry_runtime::commands::{keys, lookup};
+/// use redis_retry_commands::{keys, lookup};
 ///
 /// let args: [&[u8]; 6] = [b"EVAL", b"return 1", b"2", b"a", b"b", b"argv1"];
 /// assert_eq!(keys(lookup(&args).unwrap(), &args), [&b"a"[..], b"b"]);
@@ -557,7 +558,7 @@ pub fn keys<'a>(spec: &CommandSpec, args: &[&'a [u8]]) -> Vec<&'a [u8]> {
 /// agreement test.
 ///
 /// ```
-/// use redis_retry_runtime::commands::{all, lookup_name};
+/// use redis_retry_commands::{all, lookup_name};
 ///
 /// assert!(all().windows(2).all(|w| w[0].name < w[1].name));
 /// for spec in all() {

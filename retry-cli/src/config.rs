@@ -25,10 +25,10 @@ use figment::Figment;
 use redis::IntoConnectionInfo;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::consumer::{ConsumerConfig, DEFAULT_GROUP};
-use crate::errors::SetupError;
-use crate::producer::{ProducerConfig, DEFAULT_TOPIC};
-use crate::signing::SigningKey;
+use redis_retry_runtime::consumer::{ConsumerConfig, DEFAULT_GROUP};
+use redis_retry_runtime::errors::SetupError;
+use redis_retry_runtime::producer::{ProducerConfig, DEFAULT_TOPIC};
+use redis_retry_runtime::signing::SigningKey;
 
 /// Prefix of the environment variables: `REDIS_RETRY_BROKERS`, `REDIS_RETRY_RETRY_TIERS`, ...
 pub const ENV_PREFIX: &str = "REDIS_RETRY_";

@@ -1,0 +1,191 @@
+//! The consumer's settings: where the topics are, how it retries and when it gives up.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::errors::SetupError;
+use crate::producer::{check_topic_name, ProducerConfig, Topics};
+use crate::signing::SigningKey;
+
+/// The seed's consumer group.
+pub const DEFAULT_GROUP: &str = "redis-retry-consumer-group";
+
+/// How the consumer reads, retries and gives up.
+///
+/// ```
+/// use std::time::Duration;
+/// use redis_retry_runtime::ConsumerConfig;
+/// let cfg = ConsumerConfig::new("127.0.0.1:9092").retry_base_delay(Duration::from_millis(200));
+/// assert_eq!(cfg.group, "redis-retry-consumer-group");
+/// assert!(cfg.validate().is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Where the topics are (brokers, main topic, tiers, librdkafka properties, signing key):
+    /// the consumer also produces, to the tiers and the dead-letter topic.
+    pub kafka: ProducerConfig,
+    /// Consumer group of the main topic; tier lanes use `<group>.retry.<n>`.
+    pub group: String,
+    /// Delay before the first retry (default 1 s); each retry doubles it, ±20 % jitter.
+    pub retry_base_delay: Duration,
+    /// Longest delay between retries (default 5 min).
+    pub retry_max_delay: Duration,
+    /// Larger messages are dead-lettered as `oversize` (default 1 MiB).
+    pub max_task_bytes: usize,
+    /// Older tasks are dead-lettered as `expired`: replaying them could overwrite newer data
+    /// (default 24 h).
+    pub max_age: Duration,
+    /// Whether Lua tasks are replayed (default false: a Lua body can do anything).
+    pub allow_lua: bool,
+    /// Create missing topics at start (default true).
+    pub create_topics: bool,
+    /// Partitions of topics it creates (default 3).
+    pub partitions: i32,
+    /// Replication factor of topics it creates (default 1).
+    pub replication: i32,
+    /// The most messages settled together in one pipeline to Redis (default 1024): larger
+    /// batches cost fewer round trips; a batch whose round trip fails is settled one task at a
+    /// time, so a smaller one shortens that detour.
+    pub max_batch: usize,
+}
+
+impl ConsumerConfig {
+    /// Defaults for `brokers`.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        ConsumerConfig {
+            kafka: ProducerConfig::new(brokers),
+            group: DEFAULT_GROUP.to_string(),
+            retry_base_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(300),
+            max_task_bytes: 1024 * 1024,
+            max_age: Duration::from_secs(24 * 3600),
+            allow_lua: false,
+            create_topics: true,
+            partitions: 3,
+            replication: 1,
+            max_batch: 1024,
+        }
+    }
+    /// Sets the main topic.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.kafka.topic = topic.into();
+        self
+    }
+    /// Sets the consumer group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+    /// Sets the first retry delay.
+    pub fn retry_base_delay(mut self, d: Duration) -> Self {
+        self.retry_base_delay = d;
+        self
+    }
+    /// Sets the longest retry delay.
+    pub fn retry_max_delay(mut self, d: Duration) -> Self {
+        self.retry_max_delay = d;
+        self
+    }
+    /// Sets the number of retry tiers.
+    pub fn retry_tiers(mut self, n: usize) -> Self {
+        self.kafka.retry_tiers = n;
+        self
+    }
+    /// Sets the maximum task age.
+    pub fn max_age(mut self, d: Duration) -> Self {
+        self.max_age = d;
+        self
+    }
+    /// Sets the size limit.
+    pub fn max_task_bytes(mut self, n: usize) -> Self {
+        self.max_task_bytes = n;
+        self
+    }
+    /// Allows or refuses Lua tasks.
+    pub fn allow_lua(mut self, yes: bool) -> Self {
+        self.allow_lua = yes;
+        self
+    }
+    /// Sets the partitions of created topics.
+    pub fn partitions(mut self, n: i32) -> Self {
+        self.partitions = n;
+        self
+    }
+    /// Sets the most messages settled together.
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n;
+        self
+    }
+    /// Adds a librdkafka property.
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.kafka.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// Signs what it re-publishes and dead-letters unsigned or forged tasks.
+    pub fn signing_key(mut self, key: SigningKey) -> Self {
+        self.kafka.signing_key = Some(key);
+        self
+    }
+
+    /// The topics this configuration implies.
+    pub fn topics(&self) -> Topics {
+        self.kafka.topics()
+    }
+
+    /// Checks every setting, naming the first wrong one.
+    pub fn validate(&self) -> Result<(), SetupError> {
+        let bad = |msg: String| Err(SetupError::Config(msg));
+        if self.kafka.brokers.trim().is_empty() {
+            return bad("brokers: empty broker list".into());
+        }
+        check_topic_name("topic", &self.kafka.topic)?;
+        if self.group.trim().is_empty() {
+            return bad("group: empty consumer group".into());
+        }
+        if !(1..=20).contains(&self.kafka.retry_tiers) {
+            return bad(format!("retry_tiers: must be 1 to 20, got {}", self.kafka.retry_tiers));
+        }
+        if self.retry_base_delay.is_zero() || self.retry_base_delay > self.retry_max_delay {
+            return bad(format!(
+                "retry_base_delay: must be above zero and at most retry_max_delay ({:?}), got {:?}",
+                self.retry_max_delay, self.retry_base_delay
+            ));
+        }
+        if self.retry_max_delay > Duration::from_secs(3600) {
+            return bad(format!("retry_max_delay: at most 1 h, got {:?}", self.retry_max_delay));
+        }
+        if self.max_task_bytes < 64 {
+            return bad(format!("max_task_bytes: at least 64, got {}", self.max_task_bytes));
+        }
+        if !(1..=65_536).contains(&self.max_batch) {
+            return bad(format!("max_batch: must be 1 to 65536, got {}", self.max_batch));
+        }
+        if self.max_age.is_zero() {
+            return bad("max_age: must be above zero".into());
+        }
+        if self.partitions < 1 || self.replication < 1 {
+            return bad(format!(
+                "partitions and replication must be at least 1, got {} and {}",
+                self.partitions, self.replication
+            ));
+        }
+        Ok(())
+    }
+
+    /// The delay before retry number `attempt` (1-based): base × 2^(attempt-1), capped, ±20 %.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use redis_retry_runtime::ConsumerConfig;
+    /// let cfg = ConsumerConfig::new("k:9092").retry_base_delay(Duration::from_secs(1));
+    /// let d3 = cfg.backoff(3);
+    /// assert!(d3 >= Duration::from_millis(3200) && d3 <= Duration::from_millis(4800));
+    /// ```
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(30);
+        let raw = self.retry_base_delay.saturating_mul(1u32 << exp).min(self.retry_max_delay);
+        raw.mul_f64(rand::rng().random_range(0.8..=1.2))
+    }
+}
