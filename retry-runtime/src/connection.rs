@@ -6,10 +6,12 @@
 //! [`capture_all`](RetryConnection::capture_all)), the task is published right there, before
 //! the error is returned: a request future dropped after the failed write has still queued it.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::commands::{self, Access};
 use crate::errors::{classify, classify_server_error, Delivery, DlqReason, Failure};
@@ -40,12 +42,37 @@ pub struct RetryConnection<C> {
     inner: C,
     default_scope: Option<Arc<ScopeMeta>>,
     producer: Option<RetryProducer>,
+    deadline: Option<Duration>,
 }
 
 impl<C> RetryConnection<C> {
     /// Wraps `inner`. Outside a capture scope it is transparent.
+    ///
+    /// For production, [`RetryConnection::builder`] builds a `ConnectionManager` whose failed or
+    /// stuck commands return within a deadline.
     pub fn new(inner: C) -> Self {
-        RetryConnection { inner, default_scope: None, producer: None }
+        RetryConnection { inner, default_scope: None, producer: None, deadline: None }
+    }
+
+    /// Gives every command at most `deadline` to answer: past it the caller gets a time-out
+    /// error (`is_timeout()`), and a write is captured as one that may have run, so a
+    /// non-idempotent write is dead-lettered as `ambiguous` rather than replayed. A connection
+    /// that waits for a reconnect (redis-rs's `ConnectionManager` backs off for seconds) would
+    /// otherwise hold the request, and the caller's own request, that long.
+    ///
+    /// A zero `deadline` would fail every command; it is ignored, with a warning.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        if deadline.is_zero() {
+            tracing::warn!("RetryConnection::with_deadline: a zero deadline is ignored");
+        } else {
+            self.deadline = Some(deadline);
+        }
+        self
+    }
+
+    /// The deadline set by [`with_deadline`](Self::with_deadline), if any.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
     }
 
     /// Captures every failed write, in a scope or not, with `source` when no scope says
@@ -245,6 +272,21 @@ fn remember_loaded_script(cmd: &Cmd) {
     }
 }
 
+/// Runs `request` within `deadline`, when there is one.
+async fn within<T>(
+    deadline: Option<Duration>,
+    request: impl Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    let Some(deadline) = deadline else { return request.await };
+    match tokio::time::timeout(deadline, request).await {
+        Ok(result) => result,
+        Err(_) => Err(RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no reply from Redis within the {deadline:?} deadline"),
+        ))),
+    }
+}
+
 fn transient(failure: Failure) -> Option<Delivery> {
     match failure {
         Failure::Transient(d) => Some(d),
@@ -255,7 +297,7 @@ fn transient(failure: Failure) -> Option<Delivery> {
 impl<C: ConnectionLike + Send> ConnectionLike for RetryConnection<C> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let result = self.inner.req_packed_command(cmd).await;
+            let result = within(self.deadline, self.inner.req_packed_command(cmd)).await;
             let failure = match &result {
                 Ok(Value::ServerError(e)) => transient(classify_server_error(e)).map(|d| (d, e.to_string())),
                 Ok(_) => {
@@ -278,7 +320,7 @@ impl<C: ConnectionLike + Send> ConnectionLike for RetryConnection<C> {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let result = self.inner.req_packed_commands(pipeline, offset, count).await;
+            let result = within(self.deadline, self.inner.req_packed_commands(pipeline, offset, count)).await;
             let atomic = pipeline.is_transaction();
             match &result {
                 Err(e) => {

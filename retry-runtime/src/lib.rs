@@ -19,6 +19,7 @@
 
 mod apply;
 pub use redis_retry_commands as commands;
+pub mod connect;
 pub mod connection;
 pub mod consumer;
 pub mod counters;
@@ -32,6 +33,7 @@ mod slots;
 pub mod spool;
 pub mod task;
 
+pub use connect::{ConnectBuilder, DEFAULT_DEADLINE};
 pub use connection::RetryConnection;
 pub use consumer::{ConsumerConfig, RedisRetryConsumer, DEFAULT_GROUP};
 pub use errors::{DlqReason, PublishError, SetupError, TaskError};
