@@ -56,7 +56,6 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::AsyncCommands;
-use redis_retry::errors::is_unreachable;
 use redis_retry::scope::{capture, ScopeMeta};
 use redis_retry::{
     ConsumerConfig, ProducerConfig, RedisRetryConsumer, RedisTask, RetryConnection, RetryProducer,
@@ -581,7 +580,12 @@ where
         loop {
             match cmd.query_async::<()>(&mut redis).await {
                 Ok(()) => break,
-                Err(e) if is_unreachable(&e) => {
+                Err(e)
+                    if e.is_connection_refusal()
+                        || e.is_io_error()
+                        || e.is_timeout()
+                        || e.is_connection_dropped() =>
+                {
                     tokio::select! {
                         _ = stop.wait_for(|s| *s) => return Ok(()),
                         _ = tokio::time::sleep(Duration::from_millis(100)) => {}

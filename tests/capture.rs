@@ -29,6 +29,7 @@ async fn failed_set_in_scope_is_published_at_once_and_applied_after_redis_return
 
     let meta = ScopeMeta::new("DeviceRepository.SaveToken")
         .max_retries(5)
+        .unwrap()
         .context(TaskContext::new().trace_id("trace-1").user_uuid("user-1").device_id("dev-1"));
     let result: redis::RedisResult<()> =
         scope::capture(meta, async { conn.set_ex("device:token:d1", "tok-1", 300).await }).await;

@@ -146,7 +146,7 @@ async fn every_shape_runs_its_body_in_a_scope_with_its_options() {
     let meta = shapes::options(&ctx).await;
     assert_eq!(
         *meta,
-        ScopeMeta::new("Shapes.options").max_retries(7).mode(Mode::Invalidate).context(ctx.clone())
+        ScopeMeta::new("Shapes.options").max_retries(7).unwrap().mode(Mode::Invalidate).context(ctx.clone())
     );
     assert_eq!(shapes::read_path().await, (Mode::Log, "dev-9".to_string()));
 

@@ -324,13 +324,11 @@ fn a_full_spool_refuses_tasks_with_a_clear_error_and_never_panics() {
     let dir = SpoolDir::new();
     // No broker at all: nothing listens on port 1. No async runtime either: publishing
     // does not need one.
-    let config = ProducerConfig {
-        spool_max_bytes: 4096,
-        ..ProducerConfig::new("127.0.0.1:1")
-            .topic(unique("full"))
-            .spool_dir(&dir.0)
-            .property("message.timeout.ms", "300")
-    };
+    let config = ProducerConfig::new("127.0.0.1:1")
+        .topic(unique("full"))
+        .spool_dir(&dir.0)
+        .property("message.timeout.ms", "300")
+        .spool_max_bytes(4096);
     let producer = RetryProducer::new(&config).expect("producer");
     let task = |i: usize| RedisTask::del(format!("full:{i}")).unwrap().with_source("SpoolTest.full");
     producer.publish(&task(0)).expect("handed to librdkafka");

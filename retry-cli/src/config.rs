@@ -44,12 +44,6 @@ pub enum LogFormat {
 }
 
 /// Every setting, resolved.
-///
-/// ```
-/// use redis_retry_runtime::config::Settings;
-/// let s = Settings::default();
-/// assert_eq!((s.topic.as_str(), s.group.as_str()), ("redis-retry-queue", "redis-retry-consumer-group"));
-/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -154,14 +148,6 @@ const KEYS: &[&str] = &[
 impl Settings {
     /// Resolves the layers: `flags` (only what was given on the command line) over the
     /// environment over the file at `file` (when given) over defaults.
-    ///
-    /// ```
-    /// use redis_retry_runtime::config::Settings;
-    /// #[derive(serde::Serialize)]
-    /// struct Flags { topic: &'static str }
-    /// let s = Settings::resolve(None, &Flags { topic: "from-flag" }).unwrap();
-    /// assert_eq!(s.topic, "from-flag");
-    /// ```
     pub fn resolve(file: Option<&Path>, flags: &impl Serialize) -> Result<Settings, SetupError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
@@ -186,14 +172,6 @@ impl Settings {
     /// The Redis that `consume` applies tasks to, checked: `redis_url` as one server, or with
     /// `redis_cluster` as the comma-separated seed nodes of a Redis Cluster (which share their
     /// password, TLS and protocol, and have only database 0).
-    ///
-    /// ```
-    /// use redis_retry_runtime::config::{RedisTarget, Settings};
-    /// let s = Settings { redis_url: "redis://a:7000,redis://b:7001".into(), redis_cluster: true, ..Settings::default() };
-    /// assert!(matches!(s.redis_target(), Ok(RedisTarget::Cluster(nodes)) if nodes.len() == 2));
-    /// let s = Settings { redis_cluster: false, ..s };
-    /// assert!(s.redis_target().unwrap_err().to_string().contains("redis_cluster"));
-    /// ```
     pub fn redis_target(&self) -> Result<RedisTarget, SetupError> {
         let bad = |msg: String| SetupError::Config(format!("redis_url: {msg}"));
         if !self.redis_cluster {
@@ -238,23 +216,23 @@ impl Settings {
 
     /// Kafka settings for producing.
     pub fn producer_config(&self) -> ProducerConfig {
-        ProducerConfig {
-            brokers: self.brokers.clone(),
-            topic: self.topic.clone(),
-            retry_tiers: self.retry_tiers,
-            properties: self.kafka.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            // Checked when the settings were resolved.
-            signing_key: self.signing_key.as_ref().and_then(|k| SigningKey::new(k).ok()),
-            // The binary publishes only with waited sends (enqueue, DLQ replay, retry tiers),
-            // which report failure to their caller; the spool is for services' fire-and-forget
-            // capture path (`ProducerConfig::spool_dir`).
-            ..ProducerConfig::new("")
+        // The binary publishes only with waited sends (enqueue, DLQ replay, retry tiers),
+        // which report failure to their caller; the spool is for services' fire-and-forget
+        // capture path (`ProducerConfig::spool_dir`).
+        let mut config = ProducerConfig::new(&self.brokers).topic(&self.topic).retry_tiers(self.retry_tiers);
+        for (k, v) in &self.kafka {
+            config = config.property(k, v);
+        }
+        // Checked when the settings were resolved.
+        match self.signing_key.as_ref().and_then(|k| SigningKey::new(k).ok()) {
+            Some(key) => config.signing_key(key),
+            None => config,
         }
     }
 
     /// The consumer's configuration, checked.
     pub fn consumer_config(&self) -> Result<ConsumerConfig, SetupError> {
-        let mut c = ConsumerConfig::new(&self.brokers)
+        let c = ConsumerConfig::new(&self.brokers)
             .group(&self.group)
             .retry_base_delay(self.retry_base_delay)
             .retry_max_delay(self.retry_max_delay)
@@ -262,10 +240,10 @@ impl Settings {
             .max_task_bytes(self.max_task_bytes)
             .allow_lua(self.allow_lua)
             .max_batch(self.max_batch)
-            .partitions(self.partitions);
-        c.replication = self.replication;
-        c.create_topics = self.create_topics;
-        c.kafka = self.producer_config();
+            .partitions(self.partitions)
+            .replication(self.replication)
+            .create_topics(self.create_topics)
+            .kafka(self.producer_config());
         c.validate()?;
         Ok(c)
     }
@@ -399,6 +377,35 @@ fn flat_properties<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, S
 
 #[cfg(test)]
 mod tests {
+    // A binary crate runs no doc tests: the examples that stood in the docs live here.
+    #[test]
+    fn defaults_are_the_seeds_topic_and_group() {
+        let s = Settings::default();
+        assert_eq!((s.topic.as_str(), s.group.as_str()), ("redis-retry-queue", "redis-retry-consumer-group"));
+    }
+
+    #[test]
+    fn a_flag_overrides_the_defaults() {
+        #[derive(serde::Serialize)]
+        struct Flags {
+            topic: &'static str,
+        }
+        let s = Settings::resolve(None, &Flags { topic: "from-flag" }).unwrap();
+        assert_eq!(s.topic, "from-flag");
+    }
+
+    #[test]
+    fn a_comma_separated_redis_url_needs_redis_cluster() {
+        let s = Settings {
+            redis_url: "redis://a:7000,redis://b:7001".into(),
+            redis_cluster: true,
+            ..Settings::default()
+        };
+        assert!(matches!(s.redis_target(), Ok(RedisTarget::Cluster(nodes)) if nodes.len() == 2));
+        let s = Settings { redis_cluster: false, ..s };
+        assert!(s.redis_target().unwrap_err().to_string().contains("redis_cluster"));
+    }
+
     use super::*;
 
     #[derive(Serialize, Default)]

@@ -207,7 +207,7 @@ const TRANSIENT_CODES: &[&str] = &[
 /// assert_eq!(classify_code("LOADING"), Failure::Transient(Delivery::NotApplied));
 /// assert_eq!(classify_code("WRONGTYPE"), Failure::Permanent);
 /// ```
-pub fn classify_code(code: &str) -> Failure {
+pub(crate) fn classify_code(code: &str) -> Failure {
     if TRANSIENT_CODES.contains(&code) {
         Failure::Transient(Delivery::NotApplied)
     } else {
@@ -216,7 +216,7 @@ pub fn classify_code(code: &str) -> Failure {
 }
 
 /// Classifies an error reply carried inside a successful response (pipelines, RESP3).
-pub fn classify_server_error(err: &redis::ServerError) -> Failure {
+pub(crate) fn classify_server_error(err: &redis::ServerError) -> Failure {
     classify_code(err.code())
 }
 
@@ -252,7 +252,7 @@ pub fn classify(err: &RedisError) -> Failure {
 ///
 /// The consumer waits for Redis to come back on such errors instead of spending the task's
 /// retries, so that an outage does not empty the topic into the dead-letter queue.
-pub fn is_unreachable(err: &RedisError) -> bool {
+pub(crate) fn is_unreachable(err: &RedisError) -> bool {
     err.is_connection_refusal()
         || err.is_timeout()
         || err.is_connection_dropped()

@@ -30,7 +30,7 @@ pub mod scope;
 pub mod script;
 pub mod signing;
 mod slots;
-pub mod spool;
+mod spool;
 pub mod task;
 
 pub use connect::{ConnectBuilder, DEFAULT_DEADLINE};
@@ -43,6 +43,7 @@ pub use producer::{
 };
 pub use scope::ScopeMeta;
 pub use script::Script;
+pub use spool::{SpoolError, SpoolStats};
 pub use task::{Arg, Mode, RedisCmd, RedisTask, TaskContext, TaskKind, DEFAULT_MAX_RETRIES};
 
 /// What `#[redis_retry]` expands to calls; not a public API, may change in any release.

@@ -52,6 +52,7 @@ use crate::task::RedisTask;
 /// assert_eq!(t.tier(7), "redis-retry-queue.retry.3");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Topics {
     /// Where captured tasks go.
     pub main: String,
@@ -72,9 +73,10 @@ impl Topics {
     }
 
     /// The tier topic for the `attempt`-th retry (1-based); retries beyond the last tier reuse it.
+    /// With no tier at all (a `Topics` whose `retry` was emptied), the dead-letter topic.
     pub fn tier(&self, attempt: u32) -> &str {
-        let idx = (attempt.max(1) as usize - 1).min(self.retry.len() - 1);
-        &self.retry[idx]
+        let idx = (attempt.max(1) as usize - 1).min(self.retry.len().saturating_sub(1));
+        self.retry.get(idx).unwrap_or(&self.dlq)
     }
 
     /// Every topic, main first.
@@ -105,6 +107,7 @@ pub fn check_topic_name(setting: &str, name: &str) -> Result<(), SetupError> {
 /// assert_eq!(cfg.topics().main, "orders-cache-retry");
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ProducerConfig {
     /// `bootstrap.servers`.
     pub brokers: String,
@@ -163,6 +166,11 @@ impl ProducerConfig {
     /// Adds a librdkafka property.
     pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.push((key.into(), value.into()));
+        self
+    }
+    /// Sets the largest size of the spool's files.
+    pub fn spool_max_bytes(mut self, n: u64) -> Self {
+        self.spool_max_bytes = n;
         self
     }
     /// The topic names this configuration implies.

@@ -8,7 +8,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::task::{Mode, TaskContext, DEFAULT_MAX_RETRIES};
+use crate::errors::TaskError;
+use crate::task::{Mode, TaskContext, DEFAULT_MAX_RETRIES, MAX_RETRIES_LIMIT};
 
 /// Metadata every task captured in a scope carries.
 ///
@@ -18,6 +19,7 @@ use crate::task::{Mode, TaskContext, DEFAULT_MAX_RETRIES};
 /// assert_eq!(meta.max_retries, 3);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScopeMeta {
     /// Where the writes come from.
     pub source: String,
@@ -40,9 +42,16 @@ impl ScopeMeta {
         }
     }
     /// Sets `max_retries`.
-    pub fn max_retries(mut self, n: u32) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`TaskError::MaxRetriesOutOfRange`] outside 1 to 100, as for a task's own.
+    pub fn max_retries(mut self, n: u32) -> Result<Self, TaskError> {
+        if !(1..=MAX_RETRIES_LIMIT).contains(&n) {
+            return Err(TaskError::MaxRetriesOutOfRange(n));
+        }
         self.max_retries = n;
-        self
+        Ok(self)
     }
     /// Sets the mode.
     pub fn mode(mut self, mode: Mode) -> Self {

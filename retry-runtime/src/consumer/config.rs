@@ -20,7 +20,10 @@ pub const DEFAULT_GROUP: &str = "redis-retry-consumer-group";
 /// assert_eq!(cfg.group, "redis-retry-consumer-group");
 /// assert!(cfg.validate().is_ok());
 /// ```
+// Fields stay readable; new ones may come in a minor release, so build it with `new` and the
+// setters, which `validate` (called by `RedisRetryConsumer::new`) checks together.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConsumerConfig {
     /// Where the topics are (brokers, main topic, tiers, librdkafka properties, signing key):
     /// the consumer also produces, to the tiers and the dead-letter topic.
@@ -115,6 +118,21 @@ impl ConsumerConfig {
     /// Sets the most messages settled together.
     pub fn max_batch(mut self, n: usize) -> Self {
         self.max_batch = n;
+        self
+    }
+    /// Sets the replication factor of topics it creates.
+    pub fn replication(mut self, n: i32) -> Self {
+        self.replication = n;
+        self
+    }
+    /// Whether to create missing topics at start.
+    pub fn create_topics(mut self, yes: bool) -> Self {
+        self.create_topics = yes;
+        self
+    }
+    /// Replaces the Kafka side (brokers, topic, tiers, properties, signing key) as a whole.
+    pub fn kafka(mut self, kafka: ProducerConfig) -> Self {
+        self.kafka = kafka;
         self
     }
     /// Adds a librdkafka property.
