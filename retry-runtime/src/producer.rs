@@ -7,7 +7,7 @@
 //! delivery at all.
 //!
 //! **Nothing Kafka cannot take is dropped** when the producer has a spool directory
-//! ([`ProducerConfig::spool_dir`], see [`spool`](crate::spool)). A fire-and-forget message
+//! ([`ProducerConfig::spool_dir`]). A fire-and-forget message
 //! (`publish`, `dead_letter`) that librdkafka refuses, or whose delivery fails, goes to the
 //! spool, and so does every new one while the spool holds anything, so that the tasks of a key
 //! keep their order. A background thread re-publishes the spool oldest first, a batch at a
@@ -148,7 +148,9 @@ impl ProducerConfig {
         self.signing_key = Some(key);
         self
     }
-    /// Keeps tasks Kafka cannot take in a spool under `dir` (see [`spool`](crate::spool)).
+    /// Keeps tasks Kafka cannot take in a spool under `dir`: an append-only file of
+    /// CRC-checked records, fsync'd in batches, re-published in order once Kafka is back, and
+    /// replayed by the next process that opens the directory.
     pub fn spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.spool_dir = Some(dir.into());
         self

@@ -83,7 +83,7 @@ pub enum SpoolError {
         /// The limit.
         max: u64,
     },
-    /// A single record larger than [`MAX_RECORD_BYTES`] or with a field too long to frame.
+    /// A single record larger than 64 MiB or with a field too long to frame.
     #[error("a message of {0} bytes is too large for the spool (at most {MAX_RECORD_BYTES} bytes)")]
     TooLarge(usize),
     /// Another live process (or another producer of this one) uses the directory.
@@ -97,7 +97,7 @@ pub enum SpoolError {
     /// A file that looks like a segment but is not one this version wrote.
     #[error("{0} is not a redis-retry spool segment of a known version; move it out of the spool directory")]
     Foreign(PathBuf),
-    /// `max_bytes` below [`MIN_MAX_BYTES`].
+    /// `spool_max_bytes` below 1,024 bytes.
     #[error("spool_max_bytes must be at least {MIN_MAX_BYTES}, got {0}")]
     Limit(u64),
     /// The file system failed.
