@@ -260,7 +260,7 @@ async fn main() -> Result<(), BoxError> {
     let topic = demo.topic("bench-latency");
     let config = ProducerConfig::new(&demo.brokers).topic(&topic);
     demo.create_topics(&config.topics()).await.map_err(|e| e.to_string())?;
-    let producer = RetryProducer::connect(&config).await?;
+    let producer = RetryProducer::new(&config)?;
     println!(
         "outage latency: deadline {:?}, {} workers, {} s a phase, {} run(s); {}",
         opts.deadline,

@@ -696,12 +696,41 @@ impl std::fmt::Debug for RetryProducer {
 }
 
 impl RetryProducer {
-    /// Creates the producer and the topics that are missing (main, retry tiers, dead letters;
-    /// 3 partitions, replication 1), so that the first task has somewhere to go even on a
-    /// broker that does not create topics on its own.
+    /// Creates the producer and checks, before the first task needs it, that Kafka answers
+    /// and the main topic exists. It creates nothing: partitions and replication are the
+    /// operator's choice (`redis-retry topics ensure`, or [`ensure_topics`](Self::ensure_topics)).
+    ///
+    /// # Errors
+    ///
+    /// [`SetupError::Config`] when a setting is wrong or the topic does not exist (the message
+    /// says how to create it); [`SetupError::Runtime`] when no broker answers within 10 s.
     pub async fn connect(config: &ProducerConfig) -> Result<Self, SetupError> {
         let producer = Self::new(config)?;
-        producer.ensure_topics(3, 1).await?;
+        let topic = producer.inner.topics.main.clone();
+        let probe = producer.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            probe
+                .inner
+                .producer
+                .client()
+                .fetch_metadata(Some(&probe.inner.topics.main), Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| SetupError::Runtime(format!("checking the topic {topic}: {e}")))?
+        .map_err(|e| {
+            SetupError::Runtime(format!("no Kafka broker of {} answered within 10 s: {e}", config.brokers))
+        })?;
+        let exists = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            return Err(SetupError::Config(format!(
+                "topic: {topic} does not exist on {}; create the topics with `redis-retry topics ensure` \
+                 (with the partitions and replication you want) or RetryProducer::ensure_topics",
+                config.brokers
+            )));
+        }
         Ok(producer)
     }
 
@@ -888,7 +917,12 @@ impl RetryProducer {
     }
 
     /// Waits until every queued task was delivered or failed (and so spooled), at most
-    /// `timeout`, then forces the spool to disk.
+    /// `timeout`, then forces the spool to disk. It blocks the calling thread: from async code,
+    /// call it through `tokio::task::spawn_blocking` (the producer is cheap to clone).
+    ///
+    /// # Errors
+    ///
+    /// librdkafka's, when messages were still in flight at `timeout`.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         // rdkafka's flush polls in steps of 100 ms however soon the queue empties; the
         // producer's own thread already serves delivery reports, so watching the queue drain

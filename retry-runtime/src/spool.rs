@@ -35,11 +35,11 @@
 //! The engine is the producer's own; a service sees it only through
 //! `ProducerConfig::spool_dir`, [`SpoolStats`] and [`SpoolError`].
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -991,57 +991,40 @@ fn remove_spent(path: &Path, st: &mut State) -> Result<(), SpoolError> {
     fs::remove_file(path).map_err(io_error(path))
 }
 
-/// Keeps a spool directory to one producer: a `LOCK` file names the owning process, and a
-/// list of held directories tells two producers of one process apart.
+/// Keeps a spool directory to one producer: an exclusive lock on its `LOCK` file, which the
+/// kernel releases however the holder ends, so a crash never leaves a spool locked. A PID
+/// file could not tell two containers apart whose producers are both PID 1. The file stays
+/// in place (removing a locked file would let a second producer lock a fresh one beside it);
+/// the PID written in it only names the holder in the error.
 struct DirLock {
-    path: PathBuf,
-    key: PathBuf,
-}
-
-fn held_dirs() -> MutexGuard<'static, HashSet<PathBuf>> {
-    static HELD: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
-    HELD.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner)
+    _file: File,
 }
 
 impl DirLock {
     fn acquire(dir: &Path) -> Result<DirLock, SpoolError> {
-        let key = fs::canonicalize(dir).map_err(io_error(dir))?;
-        let me = std::process::id();
-        let mut held = held_dirs();
-        if held.contains(&key) {
-            return Err(SpoolError::InUse { dir: dir.to_path_buf(), pid: me });
-        }
-        let path = key.join(LOCK_FILE);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut file) => file.write_all(me.to_string().as_bytes()).map_err(io_error(&path))?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let owner = fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
-                if let Some(pid) = owner.filter(|&pid| pid != me && process_alive(pid)) {
-                    return Err(SpoolError::InUse { dir: dir.to_path_buf(), pid });
-                }
-                tracing::warn!(path = %path.display(), previous_owner = ?owner,
-                    "taking over a spool whose process is gone");
-                fs::write(&path, me.to_string()).map_err(io_error(&path))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let pid = text.trim().parse().unwrap_or(0);
+                return Err(SpoolError::InUse { dir: dir.to_path_buf(), pid });
             }
-            Err(source) => return Err(SpoolError::Io { path, source }),
+            Err(std::fs::TryLockError::Error(source)) => return Err(SpoolError::Io { path, source }),
         }
-        held.insert(key.clone());
-        Ok(DirLock { path, key })
+        file.set_len(0).map_err(io_error(&path))?;
+        file.seek(io::SeekFrom::Start(0)).map_err(io_error(&path))?;
+        file.write_all(std::process::id().to_string().as_bytes()).map_err(io_error(&path))?;
+        Ok(DirLock { _file: file })
     }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-        held_dirs().remove(&self.key);
-    }
-}
-
-/// Whether `pid` runs. Only Linux's /proc can tell; elsewhere a lock is taken to be stale,
-/// since a crash must not keep a spool locked forever.
-fn process_alive(pid: u32) -> bool {
-    let proc = Path::new("/proc");
-    proc.join("self").exists() && proc.join(pid.to_string()).exists()
 }
 
 #[cfg(test)]
@@ -1329,12 +1312,17 @@ mod tests {
         let first = Spool::open(&dir.0, 1 << 20).unwrap();
         assert!(matches!(Spool::open(&dir.0, 1 << 20), Err(SpoolError::InUse { .. })));
         drop(first);
-        // A lock left by a process that no longer runs.
+        // A lock file left by a process that no longer runs holds no lock.
         fs::write(dir.0.join(LOCK_FILE), "4294967000").unwrap();
         let again = Spool::open(&dir.0, 1 << 20).unwrap();
         assert_eq!(fs::read_to_string(dir.0.join(LOCK_FILE)).unwrap(), std::process::id().to_string());
+        let refused = Spool::open(&dir.0, 1 << 20).err();
+        assert!(
+            matches!(refused, Some(SpoolError::InUse { pid, .. }) if pid == std::process::id()),
+            "the error names the holder: {refused:?}"
+        );
         drop(again);
-        assert!(!dir.0.join(LOCK_FILE).exists());
+        Spool::open(&dir.0, 1 << 20).expect("released when its producer is dropped");
     }
 
     #[test]
@@ -1359,6 +1347,7 @@ mod tests {
         fs::write(dir.0.join("00000000000000000001.seg"), "something else entirely").unwrap();
         let err = Spool::open(&dir.0, 1 << 20).unwrap_err();
         assert!(matches!(err, SpoolError::Foreign(_)), "{err:?}");
-        assert!(!dir.0.join(LOCK_FILE).exists(), "a failed open releases the lock");
+        fs::remove_file(dir.0.join("00000000000000000001.seg")).unwrap();
+        Spool::open(&dir.0, 1 << 20).expect("a failed open releases the lock");
     }
 }

@@ -113,7 +113,9 @@ where
         while let Some(res) = lanes.join_next().await {
             failure.get_or_insert(res);
         }
-        self.shared.producer.flush(Duration::from_secs(10)).ok();
+        // Flushing blocks its thread until librdkafka has the acks: off the async workers.
+        let producer = self.shared.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
         self.shared.health.set_running(false);
         tracing::info!("redis retry consumer stopped");
         match failure {
