@@ -1,6 +1,6 @@
 //! Benchmark of what an outage costs the caller: the latency of an annotated write while Redis
 //! refuses connections, and while it blackholes them (accepts, then never answers), through
-//! the production connection (`RetryConnection::builder(..).connect()`, deadline 1 s) beside raw
+//! the production connection (`RetryConnection::builder(..).connect()`, default deadline, 500 ms) beside raw
 //! redis-rs with its default `ConnectionManager` (`client.get_connection_manager()`), measured
 //! in the same run through the same proxy.
 //!
@@ -9,7 +9,7 @@
 //! cargo run --release --example bench_latency -- --window 2 --deadline 200ms --workers 4   # smoke
 //! ```
 //!
-//! Options: `--deadline D` (default 1s), `--window S` seconds each phase keeps workers calling
+//! Options: `--deadline D` (default 500ms), `--window S` seconds each phase keeps workers calling
 //! (default 20), `--workers N` concurrent callers a phase (default 16), `--runs N` (default 1;
 //! with more, each figure is the median with its range).
 //!
@@ -48,8 +48,12 @@ struct Options {
 }
 
 fn options() -> Result<Options, BoxError> {
-    let mut o =
-        Options { deadline: Duration::from_secs(1), window: Duration::from_secs(20), workers: 16, runs: 1 };
+    let mut o = Options {
+        deadline: redis_retry::DEFAULT_DEADLINE,
+        window: Duration::from_secs(20),
+        workers: 16,
+        runs: 1,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));

@@ -16,8 +16,9 @@ use redis::{ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError, RedisResu
 use crate::connection::RetryConnection;
 use crate::producer::RetryProducer;
 
-/// The deadline [`ConnectBuilder`] gives every command unless told otherwise.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(1);
+/// The deadline [`ConnectBuilder`] gives every command unless told otherwise: redis-rs's own
+/// reply time-out, so a blackholed Redis costs a caller no more than it would without us.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(500);
 
 /// Builds a [`RetryConnection`] over a `ConnectionManager` tuned to fail fast; start with
 /// [`RetryConnection::builder`].
@@ -48,7 +49,7 @@ impl RetryConnection<ConnectionManager> {
 }
 
 impl ConnectBuilder {
-    /// How long a command may take before the caller gets a time-out error (default 1 s). It
+    /// How long a command may take before the caller gets a time-out error (default 500 ms). It
     /// bounds connecting, waiting for a reconnect, and the reply alike.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
