@@ -200,13 +200,8 @@ const TRANSIENT_CODES: &[&str] = &[
     "UNBLOCKED",
 ];
 
-/// Classifies an error reply by its code (the first word: `LOADING`, `WRONGTYPE`, ...).
-///
-/// ```
-/// use redis_retry_runtime::errors::{classify_code, Delivery, Failure};
-/// assert_eq!(classify_code("LOADING"), Failure::Transient(Delivery::NotApplied));
-/// assert_eq!(classify_code("WRONGTYPE"), Failure::Permanent);
-/// ```
+/// Classifies an error reply by its code (the first word: `LOADING`, `WRONGTYPE`, ...):
+/// `LOADING` is transient and never applied, `WRONGTYPE` permanent.
 pub(crate) fn classify_code(code: &str) -> Failure {
     if TRANSIENT_CODES.contains(&code) {
         Failure::Transient(Delivery::NotApplied)
