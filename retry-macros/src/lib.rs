@@ -9,6 +9,7 @@ use redis_retry_commands as commands;
 mod errors;
 mod expand;
 mod item;
+mod marker;
 mod methods;
 mod scan;
 
