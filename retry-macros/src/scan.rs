@@ -26,9 +26,9 @@
 //! error, but an uncertain write still counts as a write, so that `x.set(v)` (maybe
 //! `Cell::set`, maybe Redis) keeps a function from being taken for reads only. The scan covers
 //! closures, `async` blocks, and macro arguments: those that parse as expressions or
-//! statements (`join!`, `vec!`, `format!`), and otherwise each expression between the `,`,
-//! `;`, `=` and `=>` of the macro (`select!` arms). Nested items are other functions and are
-//! left alone.
+//! statements (`join!`, `vec!`, `format!`), and otherwise every expression that parses from
+//! some token of the macro on (`select!`'s `v = fut, if cond => handler`). Nested items are
+//! other functions and are left alone.
 //!
 //! Two statement markers let a user correct the scan where it cannot see (see [`crate::marker`]):
 //! `#[redis_retry::writes]` counts a statement as a write (a helper that writes), and
@@ -36,9 +36,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
+use proc_macro2::{TokenStream, TokenTree};
 use quote::ToTokens;
-use syn::parse::Parser;
+use syn::parse::{discouraged::Speculative, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::visit::{self, Visit};
 use syn::{
@@ -548,20 +548,30 @@ impl Scan {
             stmts.iter().for_each(|stmt| self.visit_stmt(stmt));
             return;
         }
-        for piece in pieces(tokens) {
-            match syn::parse2::<Expr>(piece.clone()) {
-                Ok(expr) => self.visit_expr(&expr),
-                Err(_) => {
-                    for tree in piece {
-                        if let TokenTree::Group(group) = tree {
-                            if group.delimiter() != Delimiter::None || !group.stream().is_empty() {
-                                self.scan_tokens(group.stream());
-                            }
+        // Custom syntax (`select!` arms, `v = fut, if cond => handler`): each expression found
+        // by parsing as far as an expression goes, skipping a token where none starts.
+        let mut found: Vec<Expr> = Vec::new();
+        let mut groups: Vec<TokenStream> = Vec::new();
+        let _ = (|input: ParseStream| {
+            while !input.is_empty() {
+                let fork = input.fork();
+                match fork.parse::<Expr>() {
+                    Ok(expr) => {
+                        input.advance_to(&fork);
+                        found.push(expr);
+                    }
+                    Err(_) => {
+                        if let TokenTree::Group(group) = input.parse::<TokenTree>()? {
+                            groups.push(group.stream());
                         }
                     }
                 }
             }
-        }
+            Ok(())
+        })
+        .parse2(tokens);
+        found.iter().for_each(|expr| self.visit_expr(expr));
+        groups.into_iter().for_each(|group| self.scan_tokens(group));
     }
 
     /// Settles what the whole body tells: locals' `Cmd`s with all their arguments, and calls on
@@ -600,47 +610,6 @@ fn resolve(aliases: &HashMap<String, String>, key: &str) -> String {
         }
     }
     key
-}
-
-/// A macro's tokens cut at its top-level `,`, `;`, `=` and `=>`: `select!`'s
-/// `v = fut, if cond => handler` gives `v`, `fut`, `if cond`, `handler`.
-fn pieces(tokens: TokenStream) -> Vec<TokenStream> {
-    let trees: Vec<TokenTree> = tokens.into_iter().collect();
-    let mut pieces = Vec::new();
-    let mut current = TokenStream::new();
-    let mut i = 0;
-    while i < trees.len() {
-        let tree = &trees[i];
-        let cut = match tree {
-            TokenTree::Punct(p) if p.as_char() == ',' || p.as_char() == ';' => Some(1),
-            TokenTree::Punct(p) if p.as_char() == '=' => {
-                let joined_before = matches!(trees.get(i.wrapping_sub(1)), Some(TokenTree::Punct(b)) if b.spacing() == Spacing::Joint && i > 0);
-                let next = match trees.get(i + 1) {
-                    Some(TokenTree::Punct(n)) if p.spacing() == Spacing::Joint => Some(n.as_char()),
-                    _ => None,
-                };
-                match (joined_before, next) {
-                    (true, _) | (false, Some('=')) => None,
-                    (false, Some('>')) => Some(2),
-                    (false, _) => Some(1),
-                }
-            }
-            _ => None,
-        };
-        match cut {
-            Some(width) => {
-                pieces.push(std::mem::take(&mut current));
-                i += width;
-            }
-            None => {
-                current.extend([tree.clone()]);
-                i += 1;
-            }
-        }
-    }
-    pieces.push(current);
-    pieces.retain(|p| !p.is_empty());
-    pieces
 }
 
 /// The name a `let` or a parameter binds: `p`, `mut p`, `p: Pipeline`.

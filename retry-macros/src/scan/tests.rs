@@ -148,8 +148,11 @@ fn a_cmd_is_followed_through_its_local() {
 #[test]
 fn select_arms_are_scanned() {
     assert_eq!(
-        summary("{ tokio::select! { biased; v = conn.hgetall(k) => v, _ = sleep, if x >= 1 => { conn.hset(k, f, v).await } } }"),
-        [("HGETALL", READ, true), ("HSET", IDEMPOTENT, true)]
+        summary(
+            "{ tokio::select! { biased; v = conn.hgetall(k) => v, _ = sleep, if x >= 1 => { conn.hset(k, f, v).await } \
+               done = conn.set::<_, _, ()>(k, v) => done } }"
+        ),
+        [("HGETALL", READ, true), ("HSET", IDEMPOTENT, true), ("SET", IDEMPOTENT, true)]
     );
 }
 
