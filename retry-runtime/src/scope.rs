@@ -306,3 +306,60 @@ async fn run<F: Future>(state: ScopeState, fut: F) -> (F::Output, __macro::Repor
     };
     (output, __macro::Report::new(state, saw_failure))
 }
+
+#[cfg(test)]
+// The probe is called as the expansion calls it, `(&&Returned(&output))`: the depth of the
+// reference is what selects the impl.
+#[allow(clippy::needless_borrow)]
+mod tests {
+    use std::error::Error;
+    use std::fmt;
+
+    use redis::{ErrorKind, RedisError};
+
+    use super::__macro::{Returned, ReturnsBoxed as _, ReturnsOther as _, ReturnsResult as _};
+
+    fn refused() -> RedisError {
+        RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+    }
+
+    #[derive(Debug)]
+    struct Wrapper(RedisError);
+
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("repository failed")
+        }
+    }
+
+    impl Error for Wrapper {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn the_probe_finds_a_redis_error_however_the_result_holds_it() {
+        let direct: Result<(), RedisError> = Err(refused());
+        assert!((&&Returned(&direct)).redis_error().is_some_and(|e| e.is_connection_refusal()));
+        let wrapped: Result<u8, Wrapper> = Err(Wrapper(refused()));
+        assert!((&&Returned(&wrapped)).redis_error().is_some());
+        let boxed: Result<(), Box<dyn Error + Send + Sync>> = Err(Box::new(refused()));
+        assert!((&&Returned(&boxed)).redis_error().is_some());
+        let boxed_local: Result<(), Box<dyn Error>> = Err(Box::new(Wrapper(refused())));
+        assert!((&&Returned(&boxed_local)).redis_error().is_some());
+    }
+
+    #[test]
+    fn the_probe_finds_nothing_elsewhere() {
+        let ok: Result<(), RedisError> = Ok(());
+        assert!((&&Returned(&ok)).redis_error().is_none());
+        let other: Result<(), std::io::Error> = Err(std::io::Error::other("disk"));
+        assert!((&&Returned(&other)).redis_error().is_none());
+        let not_an_error: Result<(), String> = Err("text".into());
+        assert!((&&Returned(&not_an_error)).redis_error().is_none());
+        let plain = RedisError::from((ErrorKind::Io, "not returned in a Result"));
+        assert!((&&Returned(&plain)).redis_error().is_none());
+        assert!((&&Returned(&42)).redis_error().is_none());
+    }
+}
