@@ -19,9 +19,18 @@ use support::RedisServer;
 const SECRET_KEY: &str = "uncaptured:secret-key";
 const SECRET_VALUE: &str = "secret-value-7f3a";
 
-#[redis_retry(source = "Uncaptured.save_unwrapped")]
-async fn save_unwrapped(conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
-    conn.set(SECRET_KEY, SECRET_VALUE).await
+/// A repository whose connection redis-retry does not wrap, in a field: the attribute sees no
+/// type there, so only the run-time check can tell.
+struct Unwrapped {
+    redis: MultiplexedConnection,
+}
+
+impl Unwrapped {
+    #[redis_retry(source = "Uncaptured.save_unwrapped")]
+    async fn save(&self) -> redis::RedisResult<()> {
+        let mut conn = self.redis.clone();
+        conn.set(SECRET_KEY, SECRET_VALUE).await
+    }
 }
 
 #[redis_retry(source = "Uncaptured.save_wrapped")]
@@ -29,11 +38,14 @@ async fn save_wrapped(conn: &mut RetryConnection<MultiplexedConnection>) -> redi
     conn.set(SECRET_KEY, SECRET_VALUE).await
 }
 
-/// A write that fails with WRONGTYPE (the key holds a hash): the caller's to fix, never
-/// captured, nothing to warn of.
-#[redis_retry(source = "Uncaptured.wrong_type")]
-async fn wrong_type(conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
-    conn.sadd(SECRET_KEY, SECRET_VALUE).await
+impl Unwrapped {
+    /// A write that fails with WRONGTYPE (the key holds a hash): the caller's to fix, never
+    /// captured, nothing to warn of.
+    #[redis_retry(source = "Uncaptured.wrong_type")]
+    async fn wrong_type(&self) -> redis::RedisResult<()> {
+        let mut conn = self.redis.clone();
+        conn.sadd(SECRET_KEY, SECRET_VALUE).await
+    }
 }
 
 /// What the code logged and counted.
@@ -123,8 +135,8 @@ where
 
 #[test]
 fn a_transient_error_through_an_unwrapped_connection_is_warned_and_counted() {
-    let seen = run(true, |mut conn| async move {
-        let error = save_unwrapped(&mut conn).await.expect_err("Redis refuses writes (OOM)");
+    let seen = run(true, |redis| async move {
+        let error = Unwrapped { redis }.save().await.expect_err("Redis refuses writes (OOM)");
         assert_eq!(error.code(), Some("OOM"), "{error}");
     });
     let log = seen.log();
@@ -155,8 +167,8 @@ fn a_transient_error_a_retry_connection_saw_is_not_warned() {
 
 #[test]
 fn a_permanent_error_is_not_warned() {
-    let seen = run(false, |mut conn| async move {
-        let error = wrong_type(&mut conn).await.expect_err("the key holds a hash");
+    let seen = run(false, |redis| async move {
+        let error = Unwrapped { redis }.wrong_type().await.expect_err("the key holds a hash");
         assert_eq!(error.code(), Some("WRONGTYPE"), "{error}");
     });
     let log = seen.log();

@@ -9,8 +9,8 @@
 //!   nothing, so both are fine.
 //! - **No write the attribute can see it will never capture:** a command the runtime's table
 //!   does not know (unless `allow_unknown_commands`), a forbidden command, a command sent from
-//!   a spawned task or thread (the scope is task-local), a plain `redis::Script` (its body is
-//!   unknown to the runtime).
+//!   a spawned task or thread (the scope is task-local), through a connection redis-retry does
+//!   not wrap, a plain `redis::Script` (its body is unknown to the runtime).
 //!
 //! Only calls with certain evidence cause errors (see [`crate::scan`]); an uncertain write
 //! still counts as a write, so a std method never turns a write path into an error.
@@ -36,6 +36,8 @@ pub(crate) fn check(args: &Args, function: &Ident, findings: &Findings) -> syn::
             errors.push(forbidden(call));
         } else if call.spawned && call.may_write() {
             errors.push(spawned(call));
+        } else if let (Some(connection), true) = (&call.unwrapped, call.may_write()) {
+            errors.push(unwrapped(call, connection));
         }
     }
     for script in &findings.plain_scripts {
@@ -91,6 +93,19 @@ fn spawned(call: &Call) -> syn::Error {
              not follow `tokio::spawn` or `std::thread::spawn`): if it fails, it is never captured\n\
              = help: call an async fn with its own #[redis_retry] inside the spawned task, or wrap the \
              spawned future in `redis_retry::scope::capture(..)`",
+            call.command_name()
+        ),
+    )
+}
+
+fn unwrapped(call: &Call, connection: &str) -> syn::Error {
+    syn::Error::new_spanned(
+        &call.tokens,
+        format!(
+            "{} goes through `{connection}`, a redis-rs connection that redis-retry does not wrap: if it \
+             fails, it is never captured\n\
+             = help: wrap the connection once where it is made, `RetryConnection::new(conn)`, and pass \
+             the wrapper here",
             call.command_name()
         ),
     )

@@ -43,7 +43,7 @@ use syn::punctuated::Punctuated;
 use syn::visit::{self, Visit};
 use syn::{
     AngleBracketedGenericArguments, Block, Expr, ExprAwait, ExprCall, ExprLit, ExprMethodCall, ExprReturn,
-    FnArg, GenericParam, Item, Lit, Local, Macro, Pat, ReturnType, Signature, Stmt, Token, Type,
+    FnArg, GenericParam, Item, Lit, Local, Macro, Pat, ReturnType, Signature, Stmt, Token,
 };
 
 use crate::commands::{self, Access, CommandSpec};
@@ -66,10 +66,16 @@ pub(crate) struct Call {
     pub(crate) method: Option<&'static str>,
     /// Sent from a spawned task or thread, outside the capture scope.
     pub(crate) spawned: bool,
+    /// Sent through a connection redis-retry does not wrap (a parameter of a redis-rs
+    /// connection type, a local bound from a redis-rs constructor): the name of it.
+    pub(crate) unwrapped: Option<String>,
     /// The tokens to point at.
     pub(crate) tokens: TokenStream,
     /// What it is called on (`conn`, `self.redis`), for the receiver model.
     receiver: Option<String>,
+    /// The connection it goes through: its receiver, or the argument of the
+    /// `query_async(&mut c)` that sends it.
+    through: Option<String>,
 }
 
 impl Call {
@@ -151,6 +157,13 @@ const CONNECTION_TYPES: &[&str] = &[
     "ConnectionLike",
 ];
 
+/// redis-rs's connection types, which redis-retry does not see through unless wrapped.
+const UNWRAPPED_TYPES: &[&str] =
+    &["ConnectionManager", "MultiplexedConnection", "ClusterConnection", "Connection"];
+
+/// What sends a `Cmd` or a pipeline through the connection given as its argument.
+const SENDERS: &[&str] = &["query_async", "exec_async", "invoke_async", "query", "exec", "invoke"];
+
 /// Methods and functions that return a Redis connection.
 const CONNECTION_CONSTRUCTORS: &[&str] = &[
     "get_multiplexed_async_connection",
@@ -178,6 +191,8 @@ struct Scan {
     cmds: HashMap<String, (usize, Pending)>,
     /// Receivers known to be Redis connections.
     connections: HashSet<String>,
+    /// Those of them that redis-retry does not wrap.
+    unwrapped: HashSet<String>,
     /// A local bound from another receiver: `let mut c = self.redis.clone();`.
     aliases: HashMap<String, String>,
     /// Method calls whose result gets its type from the code around them (by address).
@@ -242,6 +257,8 @@ impl Pending {
             spawned,
             tokens: self.tokens.clone(),
             receiver: None,
+            unwrapped: None,
+            through: None,
         }
     }
 }
@@ -262,6 +279,8 @@ impl<'ast> Visit<'ast> for Scan {
                     spawned: self.spawned > 0,
                     tokens,
                     receiver: None,
+                    unwrapped: None,
+                    through: None,
                 });
                 visit::visit_stmt(self, stmt);
             }
@@ -287,6 +306,9 @@ impl<'ast> Visit<'ast> for Scan {
                 self.cmds.insert(name, (self.calls.len() - 1, pending));
                 return;
             } else if is_connection_constructor(&init.expr) {
+                if !mentions(&init.expr.to_token_stream(), &["RetryConnection"]) {
+                    self.unwrapped.insert(name.clone());
+                }
                 self.connections.insert(name);
             } else if let Some(source) = receiver_key(&init.expr) {
                 if source != name {
@@ -370,10 +392,11 @@ impl Scan {
         for input in &sig.inputs {
             let FnArg::Typed(arg) = input else { continue };
             let ty = arg.ty.to_token_stream();
-            let connection = mentions(&ty, CONNECTION_TYPES)
-                || mentions(&ty, &generic_names)
-                || matches!(&*arg.ty, Type::ImplTrait(_)) && mentions(&ty, CONNECTION_TYPES);
+            let connection = mentions(&ty, CONNECTION_TYPES) || mentions(&ty, &generic_names);
             if let (true, Some(name)) = (connection, bound_name(&arg.pat)) {
+                if mentions(&ty, UNWRAPPED_TYPES) && !mentions(&ty, &["RetryConnection"]) {
+                    self.unwrapped.insert(name.clone());
+                }
                 self.connections.insert(name);
             }
         }
@@ -423,6 +446,12 @@ impl Scan {
             self.visit_expr(root);
         }
         let receiver = receiver_key(root);
+        let sent_through = links
+            .iter()
+            .find(|l| l.args.len() == 1 && SENDERS.iter().any(|s| l.method == s))
+            .and_then(|l| l.args.first())
+            .and_then(receiver_key);
+        let first_call = self.calls.len();
         let mut on_local_cmd = local_cmd.is_some();
         for &link in &links {
             if link.method == "arg" {
@@ -448,6 +477,11 @@ impl Scan {
             }
         }
         self.finish_pending(pending);
+        if let Some(through) = sent_through {
+            for call in &mut self.calls[first_call..] {
+                call.through.get_or_insert_with(|| through.clone());
+            }
+        }
         for link in &links {
             let spawner = SPAWNERS.iter().any(|s| link.method == s);
             self.spawned += usize::from(spawner);
@@ -521,7 +555,9 @@ impl Scan {
             method: Some(method.name),
             spawned: self.spawned > 0,
             tokens,
+            through: receiver.clone(),
             receiver,
+            unwrapped: None,
         });
     }
 
@@ -588,10 +624,16 @@ impl Scan {
                 connections.insert(resolve(&self.aliases, receiver));
             }
         }
+        let unwrapped: HashSet<String> = self.unwrapped.iter().map(|c| resolve(&self.aliases, c)).collect();
         for call in &mut self.calls {
             if let Some(receiver) = &call.receiver {
                 if connections.contains(&resolve(&self.aliases, receiver)) {
                     call.certain = true;
+                }
+            }
+            if let Some(through) = &call.through {
+                if unwrapped.contains(&resolve(&self.aliases, through)) {
+                    call.unwrapped = Some(through.clone());
                 }
             }
         }

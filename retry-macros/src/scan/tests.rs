@@ -292,3 +292,16 @@ fn nested_items_are_other_functions() {
     )
     .is_empty());
 }
+
+#[test]
+fn writes_through_connections_redis_retry_does_not_wrap_are_found() {
+    let code = "async fn f(raw: &mut MultiplexedConnection, wrapped: &mut RetryConnection<ConnectionManager>, c: &Client) {
+        raw.del(k).await; wrapped.del(k).await; redis::pipe().set(k, v).exec_async(&mut raw.clone()).await;
+        let mut made = c.get_connection_manager().await?; made.hset(k, f, v).await;
+        let mut ok = RetryConnection::new(c.get_multiplexed_async_connection().await?); ok.hset(k, f, v).await;
+        let mut r = raw.clone(); r.sadd(k, m).await; }";
+    let func: syn::ItemFn = syn::parse_str(code).unwrap();
+    let found = super::scan(Some(&func.sig), &func.block).calls;
+    let unwrapped: Vec<Option<&str>> = found.iter().map(|c| c.unwrapped.as_deref()).collect();
+    assert_eq!(unwrapped, [Some("raw"), None, Some("raw"), Some("made"), None, Some("r")]);
+}
