@@ -48,6 +48,26 @@ impl Unwrapped {
     }
 }
 
+/// The same write in a trait implemented under `#[async_trait]`, where the attribute wraps
+/// the boxed future.
+#[async_trait::async_trait]
+trait Save {
+    async fn save(&self) -> redis::RedisResult<()>;
+}
+
+struct UnwrappedTrait {
+    redis: MultiplexedConnection,
+}
+
+#[async_trait::async_trait]
+impl Save for UnwrappedTrait {
+    #[redis_retry(source = "Uncaptured.save_async_trait")]
+    async fn save(&self) -> redis::RedisResult<()> {
+        let mut conn = self.redis.clone();
+        conn.set(SECRET_KEY, SECRET_VALUE).await
+    }
+}
+
 /// What the code logged and counted.
 #[derive(Clone, Default)]
 struct Seen {
@@ -151,6 +171,17 @@ fn a_transient_error_through_an_unwrapped_connection_is_warned_and_counted() {
         !log.contains(SECRET_VALUE) && !log.contains(SECRET_KEY),
         "the warning holds no Redis values: {log}"
     );
+}
+
+#[test]
+fn the_check_runs_under_async_trait_too() {
+    let seen = run(true, |redis| async move {
+        let error = UnwrappedTrait { redis }.save().await.expect_err("Redis refuses writes (OOM)");
+        assert_eq!(error.code(), Some("OOM"), "{error}");
+    });
+    let log = seen.log();
+    assert_eq!(seen.uncaptured.load(Ordering::Relaxed), 1, "{log}");
+    assert_eq!(*seen.sources.lock().unwrap(), ["Uncaptured.save_async_trait"]);
 }
 
 #[test]
