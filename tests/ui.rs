@@ -4,7 +4,8 @@
 //! Each rejection is proven to come from the attribute: every `ui/fail` case, with the
 //! attribute and its statement markers taken out, must compile (except the cases listed in
 //! [`REJECTED_WITHOUT_THE_ATTRIBUTE`], whose point is an error in the user's own code). The
-//! copies are built with the other cases, in the same trybuild project.
+//! copies are modules of one more pass case, so that they cost one build, not one each; an
+//! error in one names its file.
 //!
 //! After changing a message, regenerate the expectations with
 //! `TRYBUILD=overwrite cargo test -p redis-retry --test ui`, then read the diff.
@@ -21,16 +22,16 @@ fn ui() {
     let cases = trybuild::TestCases::new();
     cases.pass("tests/ui/pass/*.rs");
     cases.compile_fail("tests/ui/fail/*.rs");
-    cases.pass(without.join("*.rs"));
+    cases.pass(without);
 }
 
 /// `tests/ui/fail/*.rs` with every `#[redis_retry ..]` and `#[redis_retry::..]` taken out,
-/// in a directory of the target's.
+/// in a directory of the target's, and the case that has them all as modules.
 fn without_the_attribute() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-without-the-attribute");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a directory for the copies");
-    let mut count = 0;
+    let mut modules = String::from("#![allow(dead_code)]\n\n");
     for entry in std::fs::read_dir("tests/ui/fail").expect("tests/ui/fail") {
         let path = entry.expect("a directory entry").path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
@@ -42,11 +43,16 @@ fn without_the_attribute() -> PathBuf {
         assert_ne!(stripped, source, "{name} has no #[redis_retry] to take out");
         // Its `use` of the attribute is left unused.
         let copy = format!("#![allow(unused_imports)]\n{stripped}");
-        std::fs::write(dir.join(format!("no_attribute_{name}")), copy).expect("a copy");
-        count += 1;
+        let copy_path = dir.join(&name);
+        std::fs::write(&copy_path, copy).expect("a copy");
+        let module = name.trim_end_matches(".rs");
+        modules.push_str(&format!("#[path = {:?}]\nmod {module};\n", copy_path.display().to_string()));
     }
-    assert!(count > 0, "no fail cases found");
-    dir
+    assert!(modules.contains("mod "), "no fail cases found");
+    modules.push_str("\nfn main() {}\n");
+    let all = dir.join("fail_cases_without_the_attribute.rs");
+    std::fs::write(&all, modules).expect("the case of all copies");
+    all
 }
 
 /// `source` without its `#[redis_retry ..]` attributes (bracket-matched, so an attribute over
