@@ -21,8 +21,8 @@
 //!         },
 //!     )
 //!     .await;
-//!     { use ..::{ReturnsBoxed as _, ReturnsOther as _, ReturnsResult as _};
-//!       __redis_retry_report.check((&&..::Returned(&__redis_retry_output)).redis_error()); }
+//!     { use ..::{ReturnsRedis as _, ReturnsBoxed as _, ReturnsResult as _, ReturnsOther as _};
+//!       __redis_retry_report.check((&&&..::Returned(&__redis_retry_output)).redis_error()); }
 //!     __redis_retry_output
 //! }
 //! ```
@@ -173,8 +173,8 @@ fn enter(args: &Args, sig: &Signature, krate: &Path) -> Enter {
     let mode = args.mode().variant();
     let check = quote! {{
         #[allow(unused_imports)]
-        use #krate::scope::__macro::{ReturnsBoxed as _, ReturnsOther as _, ReturnsResult as _};
-        __redis_retry_report.check((&&#krate::scope::__macro::Returned(&__redis_retry_output)).redis_error());
+        use #krate::scope::__macro::{ReturnsBoxed as _, ReturnsOther as _, ReturnsRedis as _, ReturnsResult as _};
+        __redis_retry_report.check((&&&#krate::scope::__macro::Returned(&__redis_retry_output)).redis_error());
     }};
     match &args.context {
         // Spanned at the expression: a type without `Into<TaskContext>` is reported there.

@@ -233,10 +233,13 @@ pub mod __macro {
     }
 
     /// The value an annotated call returned, to look for a Redis error in with autoref
-    /// specialisation on its concrete type, written `(&&Returned(&output)).redis_error()`:
-    /// a `Result` with a boxed error finds it through [`ReturnsBoxed`], a `Result` whose error
-    /// is an `Error` through [`ReturnsResult`], and any other value falls back to
-    /// [`ReturnsOther`], which finds none.
+    /// specialisation on its concrete type, written `(&&&Returned(&output)).redis_error()`:
+    /// a `RedisResult` finds it through [`ReturnsRedis`], a `Result` with a boxed error
+    /// through [`ReturnsBoxed`], a `Result` whose error wraps one (`#[from] RedisError`)
+    /// through [`ReturnsResult`], and any other value falls back to [`ReturnsOther`], which
+    /// finds none. No impl asks more of a user's error type than `Error`: a bound like
+    /// `'static` would be ignored when the impl is chosen and then fail to compile for an
+    /// error type that borrows.
     pub struct Returned<'a, T>(pub &'a T);
 
     // By hand: a derive would require `T: Copy`, and the fallback takes the probe by value.
@@ -247,6 +250,16 @@ pub mod __macro {
     }
 
     impl<T> Copy for Returned<'_, T> {}
+
+    pub trait ReturnsRedis<'a> {
+        fn redis_error(self) -> Option<&'a RedisError>;
+    }
+
+    impl<'a, T> ReturnsRedis<'a> for &&&Returned<'a, Result<T, RedisError>> {
+        fn redis_error(self) -> Option<&'a RedisError> {
+            self.0.as_ref().err()
+        }
+    }
 
     pub trait ReturnsBoxed<'a> {
         fn redis_error(self) -> Option<&'a RedisError>;
@@ -269,9 +282,9 @@ pub mod __macro {
         fn redis_error(self) -> Option<&'a RedisError>;
     }
 
-    impl<'a, T, E: Error + 'static> ReturnsResult<'a> for &Returned<'a, Result<T, E>> {
+    impl<'a, T, E: Error> ReturnsResult<'a> for &Returned<'a, Result<T, E>> {
         fn redis_error(self) -> Option<&'a RedisError> {
-            find(self.0.as_ref().err()?)
+            find(self.0.as_ref().err()?.source()?)
         }
     }
 
@@ -308,7 +321,7 @@ async fn run<F: Future>(state: ScopeState, fut: F) -> (F::Output, __macro::Repor
 }
 
 #[cfg(test)]
-// The probe is called as the expansion calls it, `(&&Returned(&output))`: the depth of the
+// The probe is called as the expansion calls it, `(&&&Returned(&output))`: the depth of the
 // reference is what selects the impl.
 #[allow(clippy::needless_borrow)]
 mod tests {
@@ -317,7 +330,9 @@ mod tests {
 
     use redis::{ErrorKind, RedisError};
 
-    use super::__macro::{Returned, ReturnsBoxed as _, ReturnsOther as _, ReturnsResult as _};
+    use super::__macro::{
+        Returned, ReturnsBoxed as _, ReturnsOther as _, ReturnsRedis as _, ReturnsResult as _,
+    };
 
     fn refused() -> RedisError {
         RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
@@ -341,25 +356,44 @@ mod tests {
     #[test]
     fn the_probe_finds_a_redis_error_however_the_result_holds_it() {
         let direct: Result<(), RedisError> = Err(refused());
-        assert!((&&Returned(&direct)).redis_error().is_some_and(|e| e.is_connection_refusal()));
+        assert!((&&&Returned(&direct)).redis_error().is_some_and(|e| e.is_connection_refusal()));
         let wrapped: Result<u8, Wrapper> = Err(Wrapper(refused()));
-        assert!((&&Returned(&wrapped)).redis_error().is_some());
+        assert!((&&&Returned(&wrapped)).redis_error().is_some());
         let boxed: Result<(), Box<dyn Error + Send + Sync>> = Err(Box::new(refused()));
-        assert!((&&Returned(&boxed)).redis_error().is_some());
+        assert!((&&&Returned(&boxed)).redis_error().is_some());
         let boxed_local: Result<(), Box<dyn Error>> = Err(Box::new(Wrapper(refused())));
-        assert!((&&Returned(&boxed_local)).redis_error().is_some());
+        assert!((&&&Returned(&boxed_local)).redis_error().is_some());
+    }
+
+    /// An error type that borrows: the probe must compile for it (and look into its source).
+    #[derive(Debug)]
+    struct Borrowing<'a>(&'a RedisError);
+
+    impl fmt::Display for Borrowing<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "borrowing {}", self.0)
+        }
+    }
+
+    impl Error for Borrowing<'_> {}
+
+    #[test]
+    fn the_probe_compiles_for_an_error_type_that_borrows() {
+        let inner = refused();
+        let borrowing: Result<(), Borrowing<'_>> = Err(Borrowing(&inner));
+        assert!((&&&Returned(&borrowing)).redis_error().is_none());
     }
 
     #[test]
     fn the_probe_finds_nothing_elsewhere() {
         let ok: Result<(), RedisError> = Ok(());
-        assert!((&&Returned(&ok)).redis_error().is_none());
+        assert!((&&&Returned(&ok)).redis_error().is_none());
         let other: Result<(), std::io::Error> = Err(std::io::Error::other("disk"));
-        assert!((&&Returned(&other)).redis_error().is_none());
+        assert!((&&&Returned(&other)).redis_error().is_none());
         let not_an_error: Result<(), String> = Err("text".into());
-        assert!((&&Returned(&not_an_error)).redis_error().is_none());
+        assert!((&&&Returned(&not_an_error)).redis_error().is_none());
         let plain = RedisError::from((ErrorKind::Io, "not returned in a Result"));
-        assert!((&&Returned(&plain)).redis_error().is_none());
-        assert!((&&Returned(&42)).redis_error().is_none());
+        assert!((&&&Returned(&plain)).redis_error().is_none());
+        assert!((&&&Returned(&42)).redis_error().is_none());
     }
 }
