@@ -1,4 +1,4 @@
-// The same without the marker: the scan cannot tell it from redis-rs's `keys`, and says how to mark it.
+// pass/marker_not_redis without the marker: the scan cannot tell it from redis-rs's `keys`, and says how to mark it.
 use redis_retry::redis_retry;
 
 struct Store;

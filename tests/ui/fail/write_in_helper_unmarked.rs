@@ -1,4 +1,4 @@
-// The same without the marker: refused, and the help names the marker, not `read_path`.
+// pass/marker_writes without the marker: refused, and the help names the marker, not `read_path`.
 use redis::AsyncCommands;
 use redis_retry::{redis_retry, RetryConnection};
 

@@ -1,4 +1,5 @@
-// A method with no Redis at all whose own types have async `keys()` and `incr()`:\nnothing to complain about.
+// A method with no Redis at all whose own types have async `keys()` and `incr()`:
+// nothing to complain about.
 #![deny(warnings)]
 #![allow(dead_code)]
 

@@ -1,4 +1,5 @@
-// The same with the opt-in: the user accepts that its failures are only returned.
+// `JSON.SET` with the opt-in `allow_unknown_commands` (twin of fail/unknown_command_literal): the
+// user accepts that its failures are only returned.
 #![deny(warnings)]
 #![allow(dead_code)]
 
