@@ -79,6 +79,22 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// A command the scan knows nothing of yet: not certain, of no known name or access.
+    fn unknown(tokens: TokenStream, spawned: bool) -> Call {
+        Call {
+            name: None,
+            spec: None,
+            access: None,
+            certain: false,
+            method: None,
+            spawned,
+            unwrapped: None,
+            tokens,
+            receiver: None,
+            through: None,
+        }
+    }
+
     /// Sends something that may change data (or that cannot be known not to).
     pub(crate) fn may_write(&self) -> bool {
         self.access.is_none_or(Access::may_write)
@@ -253,12 +269,7 @@ impl Pending {
             spec: class.map(|c| c.spec),
             access: class.map(|c| c.access),
             certain: true,
-            method: None,
-            spawned,
-            tokens: self.tokens.clone(),
-            receiver: None,
-            unwrapped: None,
-            through: None,
+            ..Call::unknown(self.tokens.clone(), spawned)
         }
     }
 }
@@ -270,18 +281,8 @@ impl<'ast> Visit<'ast> for Scan {
         match marker::of_stmt(stmt) {
             Some(Marker::NotRedis) => {}
             Some(Marker::Writes(tokens)) => {
-                self.calls.push(Call {
-                    name: None,
-                    spec: None,
-                    access: None,
-                    certain: false,
-                    method: None,
-                    spawned: self.spawned > 0,
-                    tokens,
-                    receiver: None,
-                    unwrapped: None,
-                    through: None,
-                });
+                // A write of unknown kind: it may write, and is certain of nothing else.
+                self.calls.push(Call::unknown(tokens, self.spawned > 0));
                 visit::visit_stmt(self, stmt);
             }
             None => visit::visit_stmt(self, stmt),
@@ -553,11 +554,9 @@ impl Scan {
             access: spec.map(|s| s.access),
             certain,
             method: Some(method.name),
-            spawned: self.spawned > 0,
-            tokens,
             through: receiver.clone(),
             receiver,
-            unwrapped: None,
+            ..Call::unknown(tokens, self.spawned > 0)
         });
     }
 
