@@ -9,6 +9,7 @@
 //!     crate = "path::to::redis_retry",            // default: ::redis_retry
 //!     read_path,                                  // only with mode = "log"
 //!     allow_non_idempotent,                       // only with mode = "replay"
+//!     allow_unknown_commands,                     // commands the table lacks: never captured
 //! )]
 //! ```
 //!
@@ -28,10 +29,11 @@ mod kw {
     syn::custom_keyword!(context);
     syn::custom_keyword!(read_path);
     syn::custom_keyword!(allow_non_idempotent);
+    syn::custom_keyword!(allow_unknown_commands);
 }
 
-const OPTIONS: &str =
-    "`source`, `max_retries`, `mode`, `context`, `crate`, `read_path`, `allow_non_idempotent`";
+const OPTIONS: &str = "`source`, `max_retries`, `mode`, `context`, `crate`, `read_path`, \
+                       `allow_non_idempotent`, `allow_unknown_commands`";
 
 /// The bounds of `max_retries`: at least one retry, and few enough that a task cannot cycle
 /// through the retry tiers for days.
@@ -74,6 +76,7 @@ pub(crate) struct Args {
     pub(crate) krate: Option<Path>,
     pub(crate) read_path: Option<Span>,
     pub(crate) allow_non_idempotent: Option<Span>,
+    pub(crate) allow_unknown_commands: Option<Span>,
 }
 
 impl Args {
@@ -144,6 +147,10 @@ fn parse_options(input: ParseStream, errors: &mut Errors) -> syn::Result<Args> {
             let key = input.parse::<kw::allow_non_idempotent>()?;
             let flag = flag(input, key.span, "allow_non_idempotent")?;
             set(&mut args.allow_non_idempotent, key.span, "allow_non_idempotent", flag, errors);
+        } else if lookahead.peek(kw::allow_unknown_commands) {
+            let key = input.parse::<kw::allow_unknown_commands>()?;
+            let flag = flag(input, key.span, "allow_unknown_commands")?;
+            set(&mut args.allow_unknown_commands, key.span, "allow_unknown_commands", flag, errors);
         } else if input.peek(Ident::peek_any) {
             let key = input.call(Ident::parse_any)?;
             if input.peek(Token![=]) {

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! async fn save(&self, k: &str) -> R {
-//!     ::redis_retry::__private::capture_static(
+//!     let (__redis_retry_output, __redis_retry_report) = ::redis_retry::scope::__macro::capture_static(
 //!         {
 //!             static __REDIS_RETRY_META: ::redis_retry::__private::MetaCell = ..::new();
 //!             __REDIS_RETRY_META.get(|| ::redis_retry::__private::meta("Repo.save", 5,
@@ -20,12 +20,18 @@
 //!             { body }
 //!         },
 //!     )
-//!     .await
+//!     .await;
+//!     { use ..::{ReturnsRedis as _, ReturnsBoxed as _, ReturnsResult as _, ReturnsOther as _};
+//!       __redis_retry_report.check((&&&..::Returned(&__redis_retry_output)).redis_error()); }
+//!     __redis_retry_output
 //! }
 //! ```
 //!
 //! With a `context = expr`, the metadata depends on the call and is built per call with
-//! `__private::capture(__private::meta(.., Some(expr.into())), ..)` instead.
+//! `__macro::capture(__private::meta(.., Some(expr.into())), ..)` instead. The report warns
+//! when the call returned a transient Redis error that no `RetryConnection` in the scope saw;
+//! the `Returned` probe finds that error by autoref specialisation on the concrete return
+//! type, so a method that returns no `Result` costs nothing.
 //!
 //! Paths are absolute and the one local is prefixed, so nothing collides with the user's
 //! names. The unreachable `return` tells type inference (and error messages) the declared
@@ -42,6 +48,7 @@ use syn::{parse_quote, Expr, Path, ReturnType, Signature, Type};
 use crate::attr::Args;
 use crate::check;
 use crate::item::{Func, Shape};
+use crate::marker;
 use crate::scan;
 
 /// The whole attribute: the expanded function, or the function untouched plus every error
@@ -55,9 +62,13 @@ pub(crate) fn redis_retry(args: TokenStream, item: TokenStream) -> TokenStream {
             return with_error(item, syn::Error::new(error.span(), message));
         }
     };
-    match expand(args, &mut func) {
+    let expanded = expand(args, &mut func);
+    if let Some(body) = &mut func.body {
+        marker::strip(&mut body.block);
+    }
+    match expanded {
         Ok(expanded) => expanded,
-        Err(error) => with_error(item, error),
+        Err(error) => with_error(func.to_token_stream(), error),
     }
 }
 
@@ -70,8 +81,13 @@ fn expand(args: TokenStream, func: &mut Func) -> syn::Result<TokenStream> {
         }
         (Err(error), _) | (_, Err(error)) => return Err(error),
     };
-    let calls = func.future_block().map(scan::calls).unwrap_or_default();
-    check::check(&args, &func.sig.ident, &calls)?;
+    stacked(func)?;
+    let sig = func.sig.clone();
+    let findings = func.future_block().map(|block| scan::scan(Some(&sig), block)).unwrap_or_default();
+    check::check(&args, &func.sig.ident, &findings)?;
+    if let Some(body) = &mut func.body {
+        marker::strip(&mut body.block);
+    }
 
     let krate = args.krate.clone().unwrap_or_else(|| parse_quote!(::redis_retry));
     let enter = enter(&args, &func.sig, &krate);
@@ -80,12 +96,37 @@ fn expand(args: TokenStream, func: &mut Func) -> syn::Result<TokenStream> {
         Shape::AsyncBlock => {
             if let Some(future) = func.async_block_mut() {
                 let inner = std::mem::replace(future, Expr::Verbatim(TokenStream::new()));
-                let Enter { call, meta } = &enter;
-                *future = parse_quote!(#call(#meta, #inner));
+                let Enter { call, meta, check } = &enter;
+                // The metadata is built when the function is called, as before the attribute
+                // ran; the future awaits the scope and then checks what it returned.
+                *future = parse_quote!({
+                    let __redis_retry_future = #call(#meta, #inner);
+                    async move {
+                        let (__redis_retry_output, __redis_retry_report) = __redis_retry_future.await;
+                        #check
+                        __redis_retry_output
+                    }
+                });
             }
             func.to_token_stream()
         }
     })
+}
+
+/// A second `#[redis_retry]` below this one: the inner scope would silently replace this
+/// one's for the whole body.
+fn stacked(func: &Func) -> syn::Result<()> {
+    let Some(inner) =
+        func.attrs.iter().find(|a| a.path().segments.last().is_some_and(|s| s.ident == "redis_retry"))
+    else {
+        return Ok(());
+    };
+    Err(syn::Error::new_spanned(
+        inner,
+        "#[redis_retry] is given twice on this function: the inner scope would replace the outer one \
+         for the whole body, and its options would silently win\n\
+         = help: keep one #[redis_retry] and put every option in it",
+    ))
 }
 
 /// `async fn`: the body becomes the future of a capture scope.
@@ -95,22 +136,24 @@ fn wrap_body(func: &Func, enter: &Enter) -> TokenStream {
     let inner_attrs = &body.inner_attrs;
     let block = &body.block;
     let fake_return = fake_return(sig);
-    let Enter { call, meta } = enter;
+    let Enter { call, meta, check } = enter;
     quote! {
         #(#attrs)*
         #vis #sig {
             #(#inner_attrs)*
-            #call(#meta, async move {
+            let (__redis_retry_output, __redis_retry_report) = #call(#meta, async move {
                 #fake_return
                 #block
             })
-            .await
+            .await;
+            #check
+            __redis_retry_output
         }
     }
 }
 
-/// `__private::capture(meta(source, max_retries, mode, context), ..)` with a context;
-/// without one, `__private::capture_shared` of metadata built once in a `static`.
+/// `scope::__macro::capture(meta(source, max_retries, mode, context), ..)` with a context;
+/// without one, `scope::__macro::capture_static` of metadata built once in a `static`.
 fn enter(args: &Args, sig: &Signature, krate: &Path) -> Enter {
     let source = match &args.source {
         Some(source) => source.to_token_stream(),
@@ -128,6 +171,11 @@ fn enter(args: &Args, sig: &Signature, krate: &Path) -> Enter {
         None => quote!(#krate::__private::DEFAULT_MAX_RETRIES),
     };
     let mode = args.mode().variant();
+    let check = quote! {{
+        #[allow(unused_imports)]
+        use #krate::scope::__macro::{ReturnsBoxed as _, ReturnsOther as _, ReturnsRedis as _, ReturnsResult as _};
+        __redis_retry_report.check((&&&#krate::scope::__macro::Returned(&__redis_retry_output)).redis_error());
+    }};
     match &args.context {
         // Spanned at the expression: a type without `Into<TaskContext>` is reported there.
         Some(expr) => {
@@ -135,25 +183,27 @@ fn enter(args: &Args, sig: &Signature, krate: &Path) -> Enter {
                 ::core::option::Option::Some(::core::convert::Into::<#krate::__private::TaskContext>::into(#expr))
             };
             let meta = quote!(#krate::__private::meta(#source, #max_retries, #krate::__private::Mode::#mode, #context));
-            Enter { call: quote!(#krate::__private::capture), meta }
+            Enter { call: quote!(#krate::scope::__macro::capture), meta, check }
         }
         // Nothing in it depends on the call: built once, then shared (no allocation per call).
         None => Enter {
-            call: quote!(#krate::__private::capture_static),
+            call: quote!(#krate::scope::__macro::capture_static),
             meta: quote! {{
                 static __REDIS_RETRY_META: #krate::__private::MetaCell = #krate::__private::MetaCell::new();
                 __REDIS_RETRY_META.get(|| {
                     #krate::__private::meta(#source, #max_retries, #krate::__private::Mode::#mode, ::core::option::Option::None)
                 })
             }},
+            check,
         },
     }
 }
 
-/// How the scope is entered: `#call(#meta, future)`.
+/// How the scope is entered, `#call(#meta, future)`, and what runs on its output.
 struct Enter {
     call: TokenStream,
     meta: TokenStream,
+    check: TokenStream,
 }
 
 /// An unreachable `return` of the declared type; see the module documentation.

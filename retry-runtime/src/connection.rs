@@ -118,6 +118,7 @@ impl<C> RetryConnection<C> {
     }
 
     fn capture(&self, cmds: &[&Cmd], atomic: bool, delivery: Delivery, error: &str) {
+        scope::note_failure();
         let Some(meta) = self.active_scope() else { return };
         for (task, idempotent) in tasks_for(cmds, atomic) {
             let task = task.with_source(meta.source.clone()).with_context(&meta.context).with_error(&error);

@@ -11,6 +11,10 @@ pub const ENQUEUED: &str = "redis_retry_enqueued_total";
 /// `queue`, `no_producer`, `spool_refused`, `permanent`): lost unless their caller retries them.
 /// A task that went to the spool instead is counted in [`SPOOLED`], not here.
 pub const ENQUEUE_FAILURES: &str = "redis_retry_enqueue_failures_total";
+/// Transient Redis errors an annotated method returned although no `RetryConnection` in its
+/// scope saw a failure (label `source`): a write through an unwrapped connection, never
+/// captured. Each is also logged once at warn level, with the error's kind, never its values.
+pub const UNCAPTURED_ERRORS: &str = "redis_retry_uncaptured_errors_total";
 /// Failed writes only logged (`mode = "log"`, `log_redis_error`).
 pub const LOGGED: &str = "redis_retry_logged_total";
 /// Tasks the consumer applied to Redis.

@@ -1,0 +1,13 @@
+// A `Cmd` built step by step: `ZADD .. INCR` is followed through its local.
+use redis_retry::{redis_retry, RetryConnection};
+
+type Conn = RetryConnection<redis::aio::ConnectionManager>;
+
+#[redis_retry]
+async fn bump(conn: &mut Conn, member: &str) -> redis::RedisResult<f64> {
+    let mut zadd = redis::cmd("ZADD");
+    zadd.arg("board").arg("INCR").arg(1).arg(member);
+    zadd.query_async(conn).await
+}
+
+fn main() {}

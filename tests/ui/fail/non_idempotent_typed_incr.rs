@@ -1,0 +1,13 @@
+// `incr` without a turbofish, typed by a `let`.
+use redis::AsyncCommands;
+use redis_retry::{redis_retry, RetryConnection};
+
+type Conn = RetryConnection<redis::aio::ConnectionManager>;
+
+#[redis_retry]
+async fn visit(conn: &mut Conn) -> redis::RedisResult<i64> {
+    let visits: i64 = conn.incr("visits", 1).await?;
+    Ok(visits)
+}
+
+fn main() {}
