@@ -15,7 +15,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::errors::SetupError;
-use crate::producer::{ProducerConfig, RetryProducer};
+use crate::producer::{headers, ProducerConfig, RetryProducer};
 use crate::task::RedisTask;
 
 /// One dead letter.
@@ -335,9 +335,9 @@ fn read_all(
             partition: p,
             offset,
             key: msg.key().map(<[u8]>::to_vec),
-            reason: header("reason"),
-            error: header("error"),
-            dead_lettered_at: DateTime::parse_from_rfc3339(&header("dead_lettered_at"))
+            reason: header(headers::REASON),
+            error: header(headers::ERROR),
+            dead_lettered_at: DateTime::parse_from_rfc3339(&header(headers::DEAD_LETTERED_AT))
                 .ok()
                 .map(|d| d.to_utc()),
             task: RedisTask::from_json(&payload).map_err(|e| e.to_string()),
