@@ -304,12 +304,91 @@ fn config_error(e: &SetupError) -> ExitCode {
 
 fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes belong on a terminal only: in a file or a collector they are noise, and
+    // NO_COLOR (no-color.org) turns them off there too.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(EscapedFields).try_init(),
     };
     result.map_err(|e| e.to_string())
+}
+
+/// Text-log fields with control characters escaped: a task's source, keys or an error text can
+/// hold newlines and ANSI escapes, which would otherwise start a forged log line or repaint
+/// the operator's terminal.
+struct EscapedFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = EscapingVisitor { writer: &mut writer, result: Ok(()), first: true };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'a, 'w> {
+    writer: &'a mut tracing_subscriber::fmt::format::Writer<'w>,
+    result: std::fmt::Result,
+    first: bool,
+}
+
+impl tracing::field::Visit for EscapingVisitor<'_, '_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        // As the default formatter does: a string field is quoted, the message is not.
+        if field.name() == "message" {
+            self.write(field, value);
+        } else {
+            self.write(field, &format!("{value:?}"));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.write(field, &format!("{value:?}"));
+    }
+}
+
+impl EscapingVisitor<'_, '_> {
+    fn write(&mut self, field: &tracing::field::Field, value: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        let name = field.name();
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        let value = escape_controls(value);
+        self.result = if name == "message" {
+            write!(self.writer, "{sep}{value}")
+        } else if name.starts_with("log.") {
+            // Fields the log-crate bridge adds repeat what the line already shows.
+            Ok(())
+        } else {
+            write!(self.writer, "{sep}{}={value}", name.trim_start_matches("r#"))
+        };
+    }
+}
+
+/// `text` with control characters (newlines, escapes, ...) written as escapes (`\n`,
+/// `\u{1b}`), so that it stays on its line and cannot steer a terminal.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// How long `consume` waits for a Redis connection, and then for each reply, before it counts
@@ -522,13 +601,12 @@ async fn dlq(settings: &Settings, action: DlqCommand) -> Result<ExitCode, SetupE
 fn entry_columns(e: &DlqEntry) -> [String; 7] {
     let key = e.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_else(|| "-".into());
     let age = e.age().map(|a| humantime::format_duration(Duration::from_secs(a.as_secs())).to_string());
-    let mut error = e.error.clone();
-    error.truncate(60);
+    let error: String = escape_controls(&e.error).chars().take(60).collect();
     [
-        e.reason.clone(),
-        e.source().to_string(),
-        e.command(),
-        key,
+        escape_controls(&e.reason).into_owned(),
+        escape_controls(e.source()).into_owned(),
+        escape_controls(&e.command()).into_owned(),
+        escape_controls(&key).into_owned(),
         age.unwrap_or_else(|| "-".into()),
         e.attempts().to_string(),
         error,
