@@ -122,6 +122,14 @@ pub struct ConsumeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_batch: Option<usize>,
+    /// How long a Lua task may run before it is killed (SCRIPT KILL) and dead-lettered as script_timeout [env: REDIS_RETRY_SCRIPT_TIMEOUT] [default: 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub script_timeout: Option<Duration>,
+    /// How long to wait for each Redis reply; a task Redis does not answer in time while it answers a probe counts as failed [env: REDIS_RETRY_REDIS_RESPONSE_TIMEOUT] [default: 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub redis_response_timeout: Option<Duration>,
     /// Create missing topics at start [env: REDIS_RETRY_CREATE_TOPICS] [default: true].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -391,10 +399,9 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// How long `consume` waits for a Redis connection, and then for each reply, before it counts
-/// Redis as unreachable (it then waits for Redis without spending the task's retries).
+/// How long `consume` waits for a Redis connection before it counts Redis as unreachable (it
+/// then waits for Redis without spending the task's retries).
 const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn consume(settings: &Settings) -> Result<(), SetupError> {
     let config = settings.consumer_config()?;
@@ -420,13 +427,19 @@ async fn consume(settings: &Settings) -> Result<(), SetupError> {
                 redis::Client::open(*node).map_err(|e| SetupError::Config(format!("redis_url: {e}")))?;
             let manager_config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-                .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
+                .set_response_timeout(Some(settings.redis_response_timeout))
                 // Reconnecting to a Redis that refuses is one cheap connect; a long gap between
                 // tries would only delay the backlog once Redis is back.
                 .set_max_delay(Duration::from_millis(500));
-            let connect = || client.get_connection_manager_with_config(manager_config.clone());
+            // The control connection's probes and kills bound their own waits.
+            let control_config = manager_config.clone().set_response_timeout(None);
+            let connect = || async {
+                let redis = client.get_connection_manager_with_config(manager_config.clone()).await?;
+                let control = client.get_connection_manager_with_config(control_config.clone()).await?;
+                Ok((redis, control))
+            };
             match connect_when_reachable(connect, &stopped).await? {
-                Some(redis) => run_consumer(config, redis, metrics, stopped).await,
+                Some((redis, control)) => run_consumer(config, redis, control, metrics, stopped).await,
                 None => Ok(()),
             }
         }
@@ -435,11 +448,13 @@ async fn consume(settings: &Settings) -> Result<(), SetupError> {
             // MOVED/ASK redirections itself; the timeouts bound each node's connection and reply.
             let client = redis::cluster::ClusterClient::builder(seeds)
                 .connection_timeout(REDIS_CONNECT_TIMEOUT)
-                .response_timeout(REDIS_RESPONSE_TIMEOUT)
+                .response_timeout(settings.redis_response_timeout)
                 .build()
                 .map_err(|e| SetupError::Config(format!("redis_url: with redis_cluster: {e}")))?;
-            match connect_when_reachable(|| client.get_async_connection(), &stopped).await? {
-                Some(redis) => run_consumer(config, redis, metrics, stopped).await,
+            let connect =
+                || async { Ok((client.get_async_connection().await?, client.get_async_connection().await?)) };
+            match connect_when_reachable(connect, &stopped).await? {
+                Some((redis, control)) => run_consumer(config, redis, control, metrics, stopped).await,
                 None => Ok(()),
             }
         }
@@ -489,6 +504,7 @@ where
 async fn run_consumer<C, Stop, Stopped>(
     config: ConsumerConfig,
     redis: C,
+    control: C,
     metrics: Option<(tokio::net::TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
     stopped: Stop,
 ) -> Result<(), SetupError>
@@ -497,7 +513,7 @@ where
     Stop: Fn() -> Stopped,
     Stopped: std::future::Future<Output = ()> + Send + 'static,
 {
-    let consumer = RedisRetryConsumer::new(config, redis)?;
+    let consumer = RedisRetryConsumer::new(config, redis)?.with_control_connection(control);
     if let Some((listener, handle)) = metrics {
         let server = crate::exporter::serve(listener, handle, consumer.health(), stopped());
         tokio::spawn(async move {
