@@ -360,46 +360,11 @@ async fn a_generated_hostile_stream_never_wedges_never_loses_a_good_task_and_nev
     assert_eq!(redis.get::<_, Option<String>>("a-string").await.unwrap().as_deref(), Some("x"));
     let far: Vec<String> = redis.keys("far:*").await.unwrap();
     assert!(far.is_empty(), "seed {seed}: a far-ahead retry was applied: {far:?}");
-    let slow: Vec<(i64, i64, i64, Vec<redis::Value>)> = redis::cmd("SLOWLOG")
-        .arg("GET")
-        .arg(20)
-        .query_async(&mut redis)
-        .await
-        .map(|v: Vec<redis::Value>| {
-            v.into_iter()
-                .filter_map(|e| match e {
-                    redis::Value::Array(f) if f.len() >= 4 => {
-                        let int = |v: &redis::Value| if let redis::Value::Int(n) = v { *n } else { 0 };
-                        let args = if let redis::Value::Array(a) = &f[3] {
-                            a.iter().take(3).cloned().collect()
-                        } else {
-                            vec![]
-                        };
-                        Some((int(&f[0]), int(&f[1]), int(&f[2]), args))
-                    }
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let slow: Vec<String> = slow
-        .iter()
-        .map(|(_, at, micros, args)| {
-            let words: Vec<String> = args
-                .iter()
-                .map(|a| match a {
-                    redis::Value::BulkString(b) => {
-                        String::from_utf8_lossy(&b[..b.len().min(24)]).into_owned()
-                    }
-                    _ => String::new(),
-                })
-                .collect();
-            format!("{at} {micros}us {}", words.join(" "))
-        })
-        .collect();
+    let slowlog: redis::Value =
+        redis::cmd("SLOWLOG").arg("GET").arg(20).query_async(&mut redis).await.unwrap_or(redis::Value::Nil);
     assert!(
         worst_probe <= PROBE_BOUND,
-        "seed {seed}: Redis took {worst_probe:?} to answer a probe; slow log: {slow:#?}"
+        "seed {seed}: Redis took {worst_probe:?} to answer a probe; slow log: {slowlog:?}"
     );
 
     // No value, no escape byte, no forged line in the log.

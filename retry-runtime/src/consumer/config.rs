@@ -35,7 +35,9 @@ pub struct ConsumerConfig {
     pub retry_base_delay: Duration,
     /// Longest delay between retries (default 5 min).
     pub retry_max_delay: Duration,
-    /// Larger messages are dead-lettered as `oversize` (default 1 MiB).
+    /// Larger messages are dead-lettered as `oversize` (default 1 MiB). The consumer's producer
+    /// sends messages of up to `max_task_bytes` + 64 KiB ([`DEAD_LETTER_HEADROOM`]) unless the
+    /// librdkafka property `message.max.bytes` says otherwise, which must then leave that room.
     pub max_task_bytes: usize,
     /// Older tasks are dead-lettered as `expired`: replaying them could overwrite newer data
     /// (default 24 h).
