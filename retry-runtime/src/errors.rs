@@ -440,11 +440,12 @@ pub fn describe_error_reply(code: &str, detail: Option<&str>) -> String {
 }
 
 /// A Redis error as the logs and dead-letter headers may show it: see [`describe_error_reply`]
-/// for error replies; connection and client errors carry no task data.
+/// for error replies; connection and client errors carry no task data and are shown whole.
 pub fn describe_redis_error(err: &RedisError) -> String {
-    match err.code() {
-        Some(code) => describe_error_reply(code, err.detail()),
-        None => err.to_string(),
+    match (err.code(), err.detail()) {
+        (Some(code), Some(detail)) => describe_error_reply(code, Some(detail)),
+        // No text from Redis: the client's own words (a CROSSSLOT it found before sending).
+        _ => err.to_string(),
     }
 }
 
