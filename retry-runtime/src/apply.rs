@@ -159,8 +159,8 @@ pub(crate) async fn apply<C: ConnectionLike + Clone>(
                 })
             }
             Request::Atomic(pipe) if task.kind == TaskKind::Lua => match run_script(target, pipe).await {
-                Ok(values) => Ok(values),
-                Err(applied) => return applied,
+                Ok(result) => result,
+                Err(killed) => return killed,
             },
             Request::Atomic(pipe) => {
                 let (offset, count) =
@@ -184,10 +184,12 @@ pub(crate) async fn apply<C: ConnectionLike + Clone>(
                 forgive_gone_sources(std::iter::once(cmd), &mut values);
                 values
             }),
-            Request::Staged { guard, cmds, ttl_secs } => match staged(redis, guard, cmds, *ttl_secs).await {
-                Ok(values) => Ok(values),
-                Err(applied) => return applied,
-            },
+            Request::Staged { guard, cmds, ttl_secs } => {
+                match staged(redis, task, plan, guard, cmds, *ttl_secs).await {
+                    Ok(values) => Ok(values),
+                    Err(applied) => return applied,
+                }
+            }
         };
         match result {
             Err(e) => return failed_request(task, plan, &e),
@@ -223,14 +225,12 @@ fn failed_request(task: &RedisTask, plan: &Plan, e: &RedisError) -> Applied {
 async fn run_script<C: ConnectionLike + Clone>(
     target: &Target<'_, C>,
     pipe: &Pipeline,
-) -> Result<Vec<Value>, Applied> {
+) -> Result<redis::RedisResult<Vec<Value>>, Applied> {
     let mut conn = target.redis.clone();
     let run = scope::suppressed(conn.req_packed_commands(pipe, 0, pipe.len()));
     match tokio::time::timeout(target.script_timeout, run).await {
         Ok(Err(e)) if e.is_timeout() => {}
-        Ok(Err(e)) if is_unreachable(&e) => return Err(Applied::Unreachable(describe_redis_error(&e))),
-        Ok(Err(e)) => return Err(Applied::Failed(classify(&e), describe_redis_error(&e))),
-        Ok(Ok(values)) => return Ok(values),
+        Ok(result) => return Ok(result),
         Err(_) => {}
     }
     let outcome = kill_script(target.control).await;
@@ -279,21 +279,14 @@ async fn kill_script<C: ConnectionLike + Clone>(control: &C) -> String {
 /// again. Returns the replies the guard script would have given.
 async fn staged<C: ConnectionLike + Clone>(
     redis: &C,
+    task: &RedisTask,
+    plan: &Plan,
     guard: &[u8],
     cmds: &[Cmd],
     ttl_secs: u64,
 ) -> Result<Vec<Value>, Applied> {
     let mut conn = redis.clone();
-    let request_failed = |e: RedisError| {
-        let error = describe_redis_error(&e);
-        if e.is_timeout() {
-            Applied::TimedOut(error)
-        } else if is_unreachable(&e) {
-            Applied::Unreachable(error)
-        } else {
-            Applied::Failed(classify(&e), error)
-        }
-    };
+    let request_failed = |e: RedisError| failed_request(task, plan, &e);
     let claim = redis::cmd("EVAL").arg(CLAIM_SCRIPT).arg(1).arg(guard).arg(ttl_secs).clone();
     let done = match scope::suppressed(conn.req_packed_command(&claim)).await.map_err(request_failed)? {
         Value::Int(n) => n,
