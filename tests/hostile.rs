@@ -12,6 +12,7 @@ use redis::AsyncCommands;
 use redis_retry::{RedisCmd, RedisTask};
 use support::binary::{assert_config_error, run, stack_env, Consumer};
 use support::report::record;
+use support::slow::{calls, slow_sort, Probe};
 use support::stack::{wait_until, Stack};
 use support::unique;
 
@@ -55,17 +56,6 @@ async fn wait_for_value(redis: &redis::aio::MultiplexedConnection, key: &str, va
         async move { r.get::<_, Option<String>>(key).await.ok().flatten().as_deref() == Some(value.as_str()) }
     })
     .await;
-}
-
-/// How often Redis ran `command` (from INFO commandstats).
-async fn calls(redis: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(redis).await.expect("INFO");
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The task as JSON with a good task's key and value, for the good task behind a hostile one.
@@ -178,54 +168,15 @@ async fn class2_a_far_not_before_is_dead_lettered_and_the_main_topic_does_not_wa
     );
 }
 
-/// Fills a set until `SORT ... STORE` over it takes at least `at_least`; returns that time.
-async fn slow_sort(redis: &mut redis::aio::MultiplexedConnection, at_least: Duration) -> Duration {
-    let mut size = 0;
-    loop {
-        let batch: Vec<String> = (size..size + 50_000).map(|n| n.to_string()).collect();
-        let _: () = redis.sadd("big", &batch).await.unwrap();
-        size += 50_000;
-        let started = Instant::now();
-        let _: () =
-            redis::cmd("SORT").arg("big").arg("STORE").arg("probe-dest").query_async(redis).await.unwrap();
-        let took = started.elapsed();
-        if took >= at_least || size >= 2_000_000 {
-            let _: () = redis.del("probe-dest").await.unwrap();
-            return took;
-        }
-    }
-}
-
-/// Pings Redis every 20 ms on a connection of its own until stopped; returns the worst latency.
-fn probe(
-    redis: redis::aio::MultiplexedConnection,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Duration>) {
-    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        let mut worst = Duration::ZERO;
-        let mut conn = redis;
-        loop {
-            let started = Instant::now();
-            let _: redis::RedisResult<redis::Value> = redis::cmd("PING").query_async(&mut conn).await;
-            worst = worst.max(started.elapsed());
-            tokio::select! {
-                _ = &mut rx => return worst,
-                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            }
-        }
-    });
-    (tx, handle)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn class3_a_slow_write_counts_against_its_retries_and_is_not_taken_for_an_outage() {
     let stack = Stack::start().await;
     let mut redis = stack.conn().await;
-    let sort_time = slow_sort(&mut redis, Duration::from_millis(300)).await;
+    let sort_time = slow_sort(&mut redis, 50_000, Duration::from_millis(300)).await;
     assert!(sort_time > Duration::from_millis(200), "SORT takes {sort_time:?}");
     let group = unique("group");
     let producer = large_producer(&stack);
-    let (stop_probe, probe) = probe(stack.conn().await);
+    let probe = Probe::start(stack.conn().await, Duration::from_millis(20));
     let started = Instant::now();
     let consumer = Consumer::start(&stack, &group, &["--redis-response-timeout", "100ms"]);
 
@@ -256,8 +207,7 @@ async fn class3_a_slow_write_counts_against_its_retries_and_is_not_taken_for_an_
     tokio::time::sleep(Duration::from_secs(3)).await;
     let guarded_sorts = calls(&mut redis, "sort").await - before;
     let settled = started.elapsed();
-    let _ = stop_probe.send(());
-    let worst_probe = probe.await.unwrap();
+    let (worst_probe, _) = probe.stop().await;
     assert_eq!(guarded_sorts, 1, "the guarded pipeline ran once");
     assert_eq!(redis.get::<_, Option<i64>>("slow-counter").await.unwrap(), Some(1));
     assert_eq!(stack.kafka.read_messages(&dlq_topic(&stack), 2, Duration::from_secs(2)).await.len(), 1);

@@ -20,6 +20,7 @@ use redis::AsyncCommands;
 use redis_retry::{RedisCmd, RedisTask};
 use support::binary::Consumer;
 use support::report::record;
+use support::slow::{calls, slow_sort, Probe};
 use support::stack::Stack;
 use support::unique;
 
@@ -138,31 +139,6 @@ fn good(rng: &mut impl Rng, n: usize) -> Item {
     Item { topic_suffix: "", payload: task.to_json(), expect: Expect::Applied { key, value } }
 }
 
-/// Fills the set `big` until `SORT big STORE` takes at least `at_least` even at its quickest
-/// of three runs (a busy machine only makes it slower); returns that time and the rounds it took.
-async fn calibrate_sort(
-    redis: &mut redis::aio::MultiplexedConnection,
-    at_least: Duration,
-) -> (Duration, usize) {
-    let mut size = 0;
-    loop {
-        let batch: Vec<String> = (size..size + 10_000).map(|n| n.to_string()).collect();
-        let _: () = redis.sadd("big", &batch).await.unwrap();
-        size += 10_000;
-        let mut quickest = Duration::MAX;
-        for _ in 0..3 {
-            let started = Instant::now();
-            let _: () =
-                redis::cmd("SORT").arg("big").arg("STORE").arg("calibrate").query_async(redis).await.unwrap();
-            quickest = quickest.min(started.elapsed());
-        }
-        if quickest >= at_least || size >= 500_000 {
-            let _: () = redis.del("calibrate").await.unwrap();
-            return (quickest, size / 10_000);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_hostile_stream_never_wedges_never_loses_a_good_task_and_never_leaks_a_value() {
     let seed: u64 = std::env::var("REDIS_RETRY_STREAM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
@@ -177,7 +153,7 @@ async fn a_generated_hostile_stream_never_wedges_never_loses_a_good_task_and_nev
         .query_async(&mut redis)
         .await
         .unwrap();
-    let (sort_time, sort_rounds) = calibrate_sort(&mut redis, Duration::from_millis(25)).await;
+    let sort_time = slow_sort(&mut redis, 10_000, Duration::from_millis(25)).await;
     let _: () = redis.set("a-string", "x").await.unwrap();
     let _: () = redis.rpush("a-list", "x").await.unwrap();
     // What held Redis up, should a probe wait too long.
@@ -208,24 +184,8 @@ async fn a_generated_hostile_stream_never_wedges_never_loses_a_good_task_and_nev
         items.swap(i, rng.random_range(0..=i));
     }
 
-    let (stop_probe, probe) = {
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let mut conn = stack.conn().await;
-        let handle = tokio::spawn(async move {
-            let (mut worst, mut probes) = (Duration::ZERO, 0u64);
-            loop {
-                let started = Instant::now();
-                let _: redis::RedisResult<redis::Value> = redis::cmd("PING").query_async(&mut conn).await;
-                worst = worst.max(started.elapsed());
-                probes += 1;
-                tokio::select! {
-                    _ = &mut rx => return (worst, probes),
-                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-                }
-            }
-        });
-        (tx, handle)
-    };
+    let sorts_before = calls(&mut redis, "sort").await;
+    let probe = Probe::start(stack.conn().await, Duration::from_millis(10));
     let group = unique("group");
     let consumer = Consumer::start(
         &stack,
@@ -327,8 +287,7 @@ async fn a_generated_hostile_stream_never_wedges_never_loses_a_good_task_and_nev
             break (found, timed_out, applied_slow);
         }
     };
-    let _ = stop_probe.send(());
-    let (worst_probe, probes) = probe.await.unwrap();
+    let (worst_probe, probes) = probe.stop().await;
     let log = consumer.log();
     drop(consumer);
     let about_slow: Vec<&str> = log.lines().filter(|l| l.contains("sort [big")).collect();
@@ -341,15 +300,7 @@ async fn a_generated_hostile_stream_never_wedges_never_loses_a_good_task_and_nev
     );
     // Bounded: per slow task at most one run per try, and one more when a pipeline it rode in
     // timed out and its tasks were settled one by one.
-    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut redis).await.unwrap();
-    let sorts: usize = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_sort:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let calibration_sorts = 3 * sort_rounds;
-    let sorts = sorts - calibration_sorts;
+    let sorts = (calls(&mut redis, "sort").await - sorts_before) as usize;
     assert!(sorts <= slow.len() * 2 * 2, "seed {seed}: {sorts} SORT runs for {} slow writes", slow.len());
 
     // Redis intact and answering; nothing hostile applied.
