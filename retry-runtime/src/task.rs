@@ -904,7 +904,14 @@ impl RedisTask {
 }
 
 fn check_write(parts: &[&[u8]]) -> Result<(), TaskError> {
-    let name = || String::from_utf8_lossy(parts[0]).to_ascii_lowercase();
+    // A name the table does not know may be anything, of any length: errors show its start.
+    let name = || {
+        let name = String::from_utf8_lossy(parts[0]).to_ascii_lowercase();
+        match name.char_indices().nth(64) {
+            Some((at, _)) => format!("{}...", &name[..at]),
+            None => name,
+        }
+    };
     match commands::classify(parts) {
         None => Err(TaskError::UnknownCommand(name())),
         Some(commands::Classification { spec, access }) => match access {

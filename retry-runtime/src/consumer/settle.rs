@@ -521,9 +521,7 @@ where
                 Err(Refusal::Forbidden(why)) => return self.stop_for(&dlq, &why),
             }
         }
-        let limit =
-            refused.as_ref().map_or(self.publish_limit, |_| payload.len().min(self.publish_limit) / 2);
-        let (body, headers) = envelope(payload, &headers, reason, about, limit);
+        let (body, headers) = envelope(payload, &headers, reason, about);
         tracing::warn!(
             reason = %reason,
             payload_bytes = payload.len(),
@@ -600,41 +598,49 @@ fn headers_size(headers: &OwnedHeaders) -> usize {
     headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 8).sum()
 }
 
+/// The most an envelope keeps of any one text (command and keys, source, a header), and of
+/// the original message's headers together: an envelope must fit any topic.
+const ENVELOPE_FIELD: usize = 4096;
+
 /// A dead letter for a message too large to dead-letter: the reason, the task's id, source,
-/// command and keys, the message's size and SHA-256, as JSON of at most `limit` bytes, with
-/// the header `payload: envelope`. The original headers stay unless they are what is too large.
+/// command and keys, the message's size and SHA-256, as JSON, with the header
+/// `payload: envelope`. Long texts are cut (marked), and the original message's headers are
+/// dropped when they are what is large.
 fn envelope(
     payload: &[u8],
     headers: &OwnedHeaders,
     reason: DlqReason,
     about: &About<'_>,
-    limit: usize,
 ) -> (Vec<u8>, OwnedHeaders) {
-    let mut command = about.command.clone();
-    let room = (limit / 4).max(256);
-    if command.len() > room {
-        let mut cut = room;
-        while !command.is_char_boundary(cut) {
-            cut -= 1;
+    let cut = |text: &str| -> String {
+        if text.len() <= ENVELOPE_FIELD {
+            return text.to_string();
         }
-        command.truncate(cut);
-        command.push_str(" ...(cut)");
-    }
+        let mut at = ENVELOPE_FIELD;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        format!("{} ...(cut)", &text[..at])
+    };
     let body = serde_json::json!({
         "redis_retry_envelope": 1,
         "note": "the dead letter was too large for the topic; this envelope stands for it",
         "reason": reason.as_str(),
-        "task_id": about.task_id,
-        "source": about.source,
-        "command": command,
+        "task_id": cut(about.task_id),
+        "source": cut(about.source),
+        "command": cut(&about.command),
         "payload_bytes": payload.len(),
         "payload_sha256": hex::encode(sha2::Sha256::digest(payload)),
     });
     let body = serde_json::to_vec(&body).unwrap_or_default();
-    let keep_headers = headers_size(headers) < limit / 2;
+    let original = |h: &Header<&[u8]>| h.key.starts_with("original.");
+    let keep_original =
+        headers.iter().filter(original).map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum::<usize>()
+            <= ENVELOPE_FIELD;
     let mut out = OwnedHeaders::new();
-    for h in headers.iter().filter(|h| keep_headers || !h.key.starts_with("original.")) {
-        out = out.insert(Header { key: h.key, value: h.value });
+    for h in headers.iter().filter(|h| keep_original || !original(h)) {
+        let value = h.value.map(|v| &v[..v.len().min(ENVELOPE_FIELD)]);
+        out = out.insert(Header { key: h.key, value });
     }
     (body, out.insert(Header { key: "payload", value: Some("envelope") }))
 }
