@@ -293,13 +293,23 @@ async fn class5_a_failed_guarded_write_is_replayed_exactly_once_and_large_variad
     let mut fresh_args = push_args.clone();
     fresh_args[0] = "fresh-list".to_string();
     let fresh_push = RedisTask::command("RPUSH", fresh_args).unwrap();
+    // A transaction holding a command too large for a script: staged as one MULTI/EXEC.
+    let mut atomic_args = vec!["atomic-list".to_string()];
+    atomic_args.extend(elements.iter().cloned());
+    let mut atomic = RedisTask::pipeline(vec![
+        RedisCmd::new("RPUSH", atomic_args),
+        RedisCmd::new("INCR", ["atomic-counter"]),
+    ])
+    .unwrap();
+    atomic.atomic = true;
     let producer = large_producer(&stack);
-    for task in [&incr, &push, &xadd, &fresh_push] {
+    for task in [&incr, &push, &xadd, &fresh_push, &atomic] {
         send(&producer, &stack.topic, &task.to_json()).await;
     }
     // Redelivered: the guards keep them at once.
-    send(&producer, &stack.topic, &xadd.to_json()).await;
-    send(&producer, &stack.topic, &fresh_push.to_json()).await;
+    for task in [&xadd, &fresh_push, &atomic] {
+        send(&producer, &stack.topic, &task.to_json()).await;
+    }
     send(&producer, &stack.topic, &good("after-guarded")).await;
     let consumer = Consumer::start(&stack, &group, &[]);
     wait_for_value(&redis, "after-guarded", "applied", Duration::from_secs(60)).await;
@@ -312,8 +322,10 @@ async fn class5_a_failed_guarded_write_is_replayed_exactly_once_and_large_variad
         redis::cmd("XRANGE").arg("events").arg("-").arg("+").query_async(&mut redis).await.unwrap();
     assert!(format!("{fields:?}").contains("f4999"));
     assert_eq!(redis.llen::<_, usize>("fresh-list").await.unwrap(), 9_000);
+    assert_eq!(redis.llen::<_, usize>("atomic-list").await.unwrap(), 9_000);
+    assert_eq!(redis.get::<_, i64>("atomic-counter").await.unwrap(), 1);
     let guards: Vec<String> = redis.keys("redis-retry:applied:*").await.unwrap();
-    assert_eq!(guards.len(), 2, "guards of the two applied tasks only: {guards:?}");
+    assert_eq!(guards.len(), 3, "guards of the three applied tasks only: {guards:?}");
 
     // The operator fixes the data and replays: each applies once.
     let _: () = redis.del(&["counter", "pushed"]).await.unwrap();
@@ -340,13 +352,16 @@ async fn class5_a_failed_guarded_write_is_replayed_exactly_once_and_large_variad
     record(
         "Hostile class 5: a guard that records only success",
         "`tests/hostile.rs`: a guarded INCRBY and a 9,000-element LPUSH that fail with WRONGTYPE, are fixed by \
-         the operator and replayed (`dlq replay`), then delivered once more; an XADD of 5,000 fields and a \
-         9,000-element RPUSH, each delivered twice.",
+         the operator and replayed (`dlq replay`), then delivered once more; an XADD of 5,000 fields, a \
+         9,000-element RPUSH and a MULTI/EXEC of a 9,000-element RPUSH and an INCR, each delivered twice.",
         &[
             ("failed guarded writes", "dead-lettered as permanent_error, no guard left behind".to_string()),
             ("after the fix and `dlq replay`", "INCRBY applied once (5), LPUSH once (9,000)".to_string()),
             ("delivered again", "not applied again".to_string()),
-            ("XADD with 5,000 fields, RPUSH with 9,000 elements", "applied once each, twice delivered".to_string()),
+            (
+                "XADD with 5,000 fields, RPUSH with 9,000 elements, a transaction holding one",
+                "applied once each, twice delivered".to_string(),
+            ),
         ],
     );
 }

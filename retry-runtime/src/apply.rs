@@ -36,8 +36,9 @@ pub(crate) enum Request {
     Spanning(Cmd),
     /// Guarded commands with more arguments than a script can pass on (Lua's stack holds
     /// about 8,000 values): the guard is claimed by a small script, the commands go on their
-    /// own, one at a time, and the guard then records how far they got.
-    Staged { guard: Vec<u8>, cmds: Vec<Cmd>, ttl_secs: u64 },
+    /// own, one at a time (or as one MULTI/EXEC when `atomic`), and the guard then records how
+    /// far they got.
+    Staged { guard: Vec<u8>, cmds: Vec<Cmd>, ttl_secs: u64, atomic: bool },
 }
 
 /// The most arguments a command may have to run inside the guard script: `unpack` puts them
@@ -61,7 +62,7 @@ impl Plan {
         }
         if task.mode == Mode::Replay && (task.kind == TaskKind::Lua || task.atomic) {
             let request = if guarded {
-                guarded_request(&task.commands(), &task.id, guard_ttl)
+                guarded_request(&task.commands(), &task.id, guard_ttl, task.atomic)
             } else {
                 Request::Atomic(task.to_pipeline())
             };
@@ -80,9 +81,9 @@ impl Plan {
                 // Each unit is guarded on its own; a task of one unit keeps the task's guard.
                 let guard_id = if several { format!("{}/{i}", task.id) } else { task.id.clone() };
                 match unit {
-                    Unit::Slot(cmds) if guarded => guarded_request(cmds, &guard_id, guard_ttl),
+                    Unit::Slot(cmds) if guarded => guarded_request(cmds, &guard_id, guard_ttl, false),
                     Unit::Spanning(parts) if guarded => {
-                        guarded_request(std::slice::from_ref(parts), &guard_id, guard_ttl)
+                        guarded_request(std::slice::from_ref(parts), &guard_id, guard_ttl, false)
                     }
                     Unit::Slot(cmds) => Request::Commands {
                         slot: cmds.iter().find_map(|parts| slots::key_slots(parts).first().copied()),
@@ -184,8 +185,9 @@ pub(crate) async fn apply<C: ConnectionLike + Clone>(
                 forgive_gone_sources(std::iter::once(cmd), &mut values);
                 values
             }),
-            Request::Staged { guard, cmds, ttl_secs } => {
-                match staged(redis, task, plan, guard, cmds, *ttl_secs).await {
+            Request::Staged { guard, cmds, ttl_secs, atomic } => {
+                let staging = Staging { guard, ttl_secs: *ttl_secs, atomic: *atomic };
+                match staged(redis, task, plan, &staging, cmds).await {
                     Ok(values) => Ok(values),
                     Err(applied) => return applied,
                 }
@@ -281,10 +283,10 @@ async fn staged<C: ConnectionLike + Clone>(
     redis: &C,
     task: &RedisTask,
     plan: &Plan,
-    guard: &[u8],
+    staging: &Staging<'_>,
     cmds: &[Cmd],
-    ttl_secs: u64,
 ) -> Result<Vec<Value>, Applied> {
+    let Staging { guard, ttl_secs, atomic } = *staging;
     let mut conn = redis.clone();
     let request_failed = |e: RedisError| failed_request(task, plan, &e);
     let claim = redis::cmd("EVAL").arg(CLAIM_SCRIPT).arg(1).arg(guard).arg(ttl_secs).clone();
@@ -315,7 +317,37 @@ async fn staged<C: ConnectionLike + Clone>(
         }
         other => other,
     };
-    for (i, cmd) in cmds.iter().enumerate().skip(done.max(0) as usize) {
+    if atomic {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for cmd in cmds {
+            pipe.add_command(cmd.clone());
+        }
+        let reply =
+            scope::suppressed(conn.req_packed_commands(&pipe, pipe.len() + 1, 1)).await.map_err(ambiguous)?;
+        let failed = reply.iter().find_map(|v| match v {
+            // EXECABORT: nothing ran.
+            Value::ServerError(e) => Some((e.clone(), true)),
+            // A command failed inside EXEC, the others ran: the guard stays claimed, and a
+            // later attempt is ambiguous rather than running them twice.
+            Value::Array(items) => items.iter().find_map(|v| match v {
+                Value::ServerError(e) => Some((e.clone(), false)),
+                _ => None,
+            }),
+            _ => None,
+        });
+        if let Some((e, none_ran)) = failed {
+            if none_ran {
+                let release = redis::cmd("DEL").arg(guard).clone();
+                scope::suppressed(conn.req_packed_command(&release)).await.map_err(ambiguous)?;
+            }
+            return Err(Applied::Failed(
+                classify_server_error(&e),
+                describe_error_reply(e.code(), e.details()),
+            ));
+        }
+    }
+    for (i, cmd) in cmds.iter().enumerate().skip(done.max(0) as usize).filter(|_| !atomic) {
         let reply = scope::suppressed(conn.req_packed_command(cmd)).await.map_err(ambiguous)?;
         let Value::ServerError(e) = reply else { continue };
         // Refused: nothing of this command ran; the guard records the ones before it.
@@ -330,6 +362,14 @@ async fn staged<C: ConnectionLike + Clone>(
     let record = redis::cmd("SET").arg(guard).arg("1").arg("EX").arg(ttl_secs).clone();
     scope::suppressed(conn.req_packed_command(&record)).await.map_err(ambiguous)?;
     Ok(vec![Value::Int(1)])
+}
+
+/// The guard of a staged request and how its commands go.
+#[derive(Clone, Copy)]
+struct Staging<'a> {
+    guard: &'a [u8],
+    ttl_secs: u64,
+    atomic: bool,
 }
 
 /// `RENAME` and `RENAMENX` of a source that is gone: the rename already happened (see the
@@ -467,7 +507,7 @@ pub(crate) fn is_cross_slot(e: &RedisError) -> bool {
 /// non-idempotent task is applied once and a failed one can be retried. The guard lives in the
 /// slot of the first key (hash tag), so the script is valid in Redis Cluster when the commands'
 /// keys share a slot, which [`Plan::new`] sees to. Commands too long for a script are staged.
-fn guarded_request(commands: &[Vec<&[u8]>], guard_id: &str, ttl_secs: u64) -> Request {
+fn guarded_request(commands: &[Vec<&[u8]>], guard_id: &str, ttl_secs: u64, atomic: bool) -> Request {
     let mut keys: Vec<&[u8]> = Vec::new();
     for parts in commands {
         if let Some(spec) = crate::commands::lookup(parts) {
@@ -482,7 +522,7 @@ fn guarded_request(commands: &[Vec<&[u8]>], guard_id: &str, ttl_secs: u64) -> Re
     let slot = Some(Slot::for_key(&guard));
     if commands.iter().any(|parts| parts.len() > SCRIPT_ARGS_LIMIT) {
         let cmds = commands.iter().map(|parts| to_cmd(parts)).collect();
-        return Request::Staged { guard, cmds, ttl_secs };
+        return Request::Staged { guard, cmds, ttl_secs, atomic };
     }
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(GUARD_SCRIPT).arg(1 + keys.len()).arg(guard.as_slice());
