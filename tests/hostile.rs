@@ -13,7 +13,7 @@ use redis_retry::{RedisCmd, RedisTask};
 use support::binary::{assert_config_error, run, stack_env, Consumer};
 use support::report::record;
 use support::slow::{calls, slow_sort, Probe};
-use support::stack::{wait_until, Stack};
+use support::stack::{refuse_writes, wait_until, Stack};
 use support::unique;
 
 fn header(msg: &OwnedMessage, key: &str) -> Option<String> {
@@ -107,17 +107,40 @@ async fn class1_a_dead_letter_always_fits_and_a_disagreeing_size_limit_is_refuse
     assert_eq!(envelope["payload_bytes"], oversize.len());
     assert_eq!(envelope["reason"], "oversize");
     assert_eq!(envelope["payload_sha256"].as_str().map(str::len), Some(64));
+
+    // A retry that grows past what a tier takes: JSON numbers come back as strings, so a task of
+    // just under 1 MiB re-encodes to about 2 MB. Redis refuses it for now (NOREPLICAS), the
+    // tier refuses the retry for good, and it is dead-lettered (as an envelope) instead.
+    let mut grows = br#"{"type":"simple","command":"sadd","args":["grows""#.to_vec();
+    while grows.len() < 1_040_000 {
+        grows.extend_from_slice(b",1");
+    }
+    grows.extend_from_slice(b"]}");
+    refuse_writes(&mut redis, true).await;
+    send(&producer, &stack.topic, &grows).await;
+    let dlq = dead_letters(&stack, 3, Duration::from_secs(30)).await;
+    refuse_writes(&mut redis, false).await;
+    assert_eq!(header(&dlq[2], "reason").as_deref(), Some("kafka_refused"), "{:?}", header(&dlq[2], "error"));
+    assert_eq!(header(&dlq[2], "payload").as_deref(), Some("envelope"));
+    let grown: serde_json::Value = serde_json::from_slice(dlq[2].payload().unwrap_or_default()).unwrap();
+    let grown_bytes = grown["payload_bytes"].as_u64().unwrap_or_default();
+    assert!(grown_bytes > 2_000_000, "{grown}");
+    send(&producer, &stack.topic, &good("after-grown")).await;
+    wait_for_value(&redis, "after-grown", "applied", Duration::from_secs(30)).await;
+
     let log = consumer.log();
     assert!(!log.contains("will try again"), "no publish was retried:\n{log}");
     record(
         "Hostile class 1: a dead letter always fits",
-        "`tests/hostile.rs`: a task of just over 1,000,000 bytes that fails with WRONGTYPE, and a 1.5 MB message \
-         over `max_task_bytes`, each followed by a good task, on the default limits; and a `message.max.bytes` \
+        "`tests/hostile.rs`: a task of just over 1,000,000 bytes that fails with WRONGTYPE, a 1.5 MB message over \
+         `max_task_bytes`, and a task of 1,040,000 bytes that Redis refuses for now (NOREPLICAS) and whose retry \
+         re-encodes to over 2 MB, each followed by a good task, on the default limits; and a `message.max.bytes` \
          that cannot carry `max_task_bytes`, refused at start.",
         &[
             ("task between 1,000,000 bytes and max_task_bytes", format!("{} bytes, dead-lettered whole", between.len())),
             ("oversize message", format!("{} bytes, dead-lettered as a {}-byte envelope", oversize.len(), dlq[1].payload().map_or(0, <[u8]>::len))),
-            ("both settled and the good tasks applied", format!("{:.2} s after start", settled.as_secs_f64())),
+            ("retry too large for its tier", format!("{} bytes re-encoded to {grown_bytes}, dead-lettered as kafka_refused in a {}-byte envelope", grows.len(), dlq[2].payload().map_or(0, <[u8]>::len))),
+            ("first two settled and their good tasks applied", format!("{:.2} s after start", settled.as_secs_f64())),
             ("message.max.bytes=1000000 with max_task_bytes 1 MiB", "exit 2 at start".to_string()),
         ],
     );
@@ -302,8 +325,17 @@ async fn class5_a_failed_guarded_write_is_replayed_exactly_once_and_large_variad
     ])
     .unwrap();
     atomic.atomic = true;
+    // A guarded pipeline of one slot whose second command fails: the first ran and is recorded, so the
+    // replay resumes after it.
+    let _: () = redis.set("{half}set", "a string, not a set").await.unwrap();
+    let half = RedisTask::pipeline(vec![
+        RedisCmd::new("INCR", ["{half}first"]),
+        RedisCmd::new("SADD", ["{half}set", "m"]),
+        RedisCmd::new("INCR", ["{half}last"]),
+    ])
+    .unwrap();
     let producer = large_producer(&stack);
-    for task in [&incr, &push, &xadd, &fresh_push, &atomic] {
+    for task in [&incr, &push, &xadd, &fresh_push, &atomic, &half] {
         send(&producer, &stack.topic, &task.to_json()).await;
     }
     // Redelivered: the guards keep them at once.
@@ -313,10 +345,12 @@ async fn class5_a_failed_guarded_write_is_replayed_exactly_once_and_large_variad
     send(&producer, &stack.topic, &good("after-guarded")).await;
     let consumer = Consumer::start(&stack, &group, &[]);
     wait_for_value(&redis, "after-guarded", "applied", Duration::from_secs(60)).await;
-    let dlq = dead_letters(&stack, 2, Duration::from_secs(30)).await;
+    let dlq = dead_letters(&stack, 3, Duration::from_secs(30)).await;
     for m in &dlq {
         assert_eq!(header(m, "reason").as_deref(), Some("permanent_error"), "{:?}", header(m, "error"));
     }
+    assert_eq!(redis.get::<_, Option<i64>>("{half}first").await.unwrap(), Some(1));
+    assert_eq!(redis.get::<_, Option<i64>>("{half}last").await.unwrap(), None);
     assert_eq!(redis.xlen::<_, usize>("events").await.unwrap(), 1);
     let fields: redis::Value =
         redis::cmd("XRANGE").arg("events").arg("-").arg("+").query_async(&mut redis).await.unwrap();
@@ -325,38 +359,43 @@ async fn class5_a_failed_guarded_write_is_replayed_exactly_once_and_large_variad
     assert_eq!(redis.llen::<_, usize>("atomic-list").await.unwrap(), 9_000);
     assert_eq!(redis.get::<_, i64>("atomic-counter").await.unwrap(), 1);
     let guards: Vec<String> = redis.keys("redis-retry:applied:*").await.unwrap();
-    assert_eq!(guards.len(), 3, "guards of the three applied tasks only: {guards:?}");
+    assert_eq!(guards.len(), 4, "guards of the three applied tasks and the half-applied one: {guards:?}");
 
     // The operator fixes the data and replays: each applies once.
-    let _: () = redis.del(&["counter", "pushed"]).await.unwrap();
+    let _: () = redis.del(&["counter", "pushed", "{half}set"]).await.unwrap();
     let env = stack_env(&stack, &group);
     let out = run(&["dlq", "replay"], &env, b"");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for_value(&redis, "counter", "5", Duration::from_secs(30)).await;
+    wait_for_value(&redis, "{half}last", "1", Duration::from_secs(30)).await;
     wait_until("the replayed LPUSH", Duration::from_secs(30), || {
         let mut r = redis.clone();
         async move { r.llen::<_, usize>("pushed").await.unwrap_or(0) == 9_000 }
     })
     .await;
     // The same dead letters once more (a second replay, a redelivery): nothing changes.
-    for task in [&incr, &push] {
+    for task in [&incr, &push, &half] {
         send(&producer, &stack.topic, &task.to_json()).await;
     }
     send(&producer, &stack.topic, &good("after-second-replay")).await;
     wait_for_value(&redis, "after-second-replay", "applied", Duration::from_secs(30)).await;
     assert_eq!(redis.get::<_, i64>("counter").await.unwrap(), 5);
+    assert_eq!(redis.get::<_, i64>("{half}first").await.unwrap(), 1, "the first command ran once");
+    assert_eq!(redis.get::<_, i64>("{half}last").await.unwrap(), 1);
+    assert_eq!(redis.scard::<_, usize>("{half}set").await.unwrap(), 1);
     assert_eq!(redis.llen::<_, usize>("pushed").await.unwrap(), 9_000);
     assert_eq!(redis.llen::<_, usize>("fresh-list").await.unwrap(), 9_000);
     assert_eq!(redis.xlen::<_, usize>("events").await.unwrap(), 1);
     drop(consumer);
     record(
         "Hostile class 5: a guard that records only success",
-        "`tests/hostile.rs`: a guarded INCRBY and a 9,000-element LPUSH that fail with WRONGTYPE, are fixed by \
-         the operator and replayed (`dlq replay`), then delivered once more; an XADD of 5,000 fields, a \
+        "`tests/hostile.rs`: a guarded INCRBY, a 9,000-element LPUSH and a pipeline (INCR, SADD, INCR) whose SADD \
+         fail with WRONGTYPE, are fixed by the operator and replayed (`dlq replay`), then delivered once more; an XADD of 5,000 fields, a \
          9,000-element RPUSH and a MULTI/EXEC of a 9,000-element RPUSH and an INCR, each delivered twice.",
         &[
             ("failed guarded writes", "dead-lettered as permanent_error, no guard left behind".to_string()),
             ("after the fix and `dlq replay`", "INCRBY applied once (5), LPUSH once (9,000)".to_string()),
+            ("pipeline failing at its second command", "first INCR once (1), the rest once after the replay".to_string()),
             ("delivered again", "not applied again".to_string()),
             (
                 "XADD with 5,000 fields, RPUSH with 9,000 elements, a transaction holding one",
