@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 use redis_retry::{RedisCmd, RedisTask};
 use support::binary::{assert_config_error, run, stack_env, Consumer};
 use support::report::record;
-use support::slow::{calls, slow_sort, Probe};
+use support::slow::{calls, config_set, slow_sort, Probe};
 use support::stack::{refuse_writes, wait_until, Stack};
 use support::unique;
 
@@ -257,13 +257,7 @@ async fn class4_a_script_past_its_budget_is_killed_and_dead_lettered() {
     let stack = Stack::start().await;
     let mut redis = stack.conn().await;
     // Redis reads SCRIPT KILL only once a script has run this long (5 s by default).
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("busy-reply-threshold")
-        .arg("200")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    config_set(&mut redis, "busy-reply-threshold", "200").await;
     let group = unique("group");
     let endless = RedisTask::lua("while true do end", ["endless"], Vec::<String>::new()).unwrap();
     let producer = large_producer(&stack);
@@ -475,7 +469,8 @@ async fn class7_logs_cannot_be_forged_and_have_no_colour_off_a_terminal() {
     let stack = Stack::start().await;
     let mut redis = stack.conn().await;
     let group = unique("group");
-    let forged_line = "2026-01-01T00:00:00.000000Z ERROR forged: all tasks applied";
+    // A line as the consumer would write it now.
+    let forged_line = format!("{}  ERROR forged: all tasks applied", chrono::Utc::now().to_rfc3339());
     let key = format!("user:1\n{forged_line}\u{1b}[2J");
     let _: () = redis.set(&key, "a string").await.unwrap();
     let task = RedisTask::sadd(key.as_str(), ["m"])
@@ -493,13 +488,16 @@ async fn class7_logs_cannot_be_forged_and_have_no_colour_off_a_terminal() {
     drop(consumer);
     assert!(!log.contains('\u{1b}'), "no escape byte, no colour, in a log that is not a terminal:\n{log:?}");
     assert!(!log.contains('\r'), "{log:?}");
-    let forged: Vec<&str> = log.lines().filter(|l| l.starts_with("2026-01-01")).collect();
+    let forged: Vec<&str> = log.lines().filter(|l| l.starts_with(forged_line.as_str())).collect();
     assert!(forged.is_empty(), "a forged line: {forged:?}");
-    assert!(log.contains("\\n2026-01-01") && log.contains("\\u{1b}[31m"), "escaped, still readable:\n{log}");
+    assert!(
+        log.contains(&format!("\\n{forged_line}")) && log.contains("\\u{1b}[31m"),
+        "escaped, still readable:\n{log}"
+    );
     let out = run(&["dlq", "list"], &stack_env(&stack, &group), b"");
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(
-        !listing.contains('\u{1b}') && !listing.lines().any(|l| l.starts_with("2026-01-01")),
+        !listing.contains('\u{1b}') && !listing.lines().any(|l| l.starts_with(forged_line.as_str())),
         "{listing}"
     );
     record(

@@ -42,6 +42,12 @@ impl Probe {
     }
 }
 
+/// `CONFIG SET name value`.
+pub async fn config_set(redis: &mut MultiplexedConnection, name: &str, value: &str) {
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async(redis).await.expect("CONFIG SET");
+}
+
 /// How often Redis ran `command` (INFO commandstats).
 pub async fn calls(redis: &mut MultiplexedConnection, command: &str) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(redis).await.expect("INFO");
