@@ -127,6 +127,21 @@ async fn class1_a_dead_letter_always_fits_and_a_disagreeing_size_limit_is_refuse
     assert!(grown_bytes > 2_000_000, "{grown}");
     send(&producer, &stack.topic, &good("after-grown")).await;
     wait_for_value(&redis, "after-grown", "applied", Duration::from_secs(30)).await;
+    // The listing reads what an envelope says; a replay keeps it, as it holds no task.
+    let out = run(&["dlq", "list"], &stack_env(&stack, &unique("lister")), b"");
+    let listing = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        listing.lines().any(|l| l.starts_with("kafka_refused") && l.contains("sadd [grows]")),
+        "{listing}"
+    );
+    let replay = run(
+        &["dlq", "replay", "--filter", "reason=kafka_refused"],
+        &stack_env(&stack, &unique("lister")),
+        b"",
+    );
+    let replay =
+        format!("{}{}", String::from_utf8_lossy(&replay.stdout), String::from_utf8_lossy(&replay.stderr));
+    assert!(replay.contains("replayed 0, kept 3"), "the envelope and the others are kept, whole: {replay}");
 
     let log = consumer.log();
     assert!(!log.contains("will try again"), "no publish was retried:\n{log}");

@@ -82,6 +82,12 @@ impl DlqEntry {
         (Utc::now() - since).to_std().ok()
     }
 
+    /// Bytes the entry takes as a message: payload, key and headers.
+    fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum();
+        self.payload.len() + self.key.as_ref().map_or(0, Vec::len) + headers
+    }
+
     fn owned_headers(&self) -> OwnedHeaders {
         self.headers
             .iter()
@@ -228,7 +234,15 @@ impl Dlq {
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Outcome, SetupError> {
         let (entries, ends) = self.read(None).await?;
-        let producer = RetryProducer::new(&self.config)?;
+        // Entries are sent on as they are, and the consumer may have written them up to its
+        // own limit: librdkafka's default (1,000,000 bytes) must not refuse the largest.
+        let mut config = self.config.clone();
+        if !config.properties.iter().any(|(k, _)| k == "message.max.bytes") {
+            let largest = entries.iter().map(DlqEntry::size).max().unwrap_or_default();
+            let limit = (largest + crate::consumer::DEAD_LETTER_HEADROOM).max(1_000_000);
+            config.properties.insert(0, ("message.max.bytes".to_string(), limit.to_string()));
+        }
+        let producer = RetryProducer::new(&config)?;
         let topics = self.config.topics();
         let total = entries.len();
         let mut outcome = Outcome::default();
