@@ -122,6 +122,14 @@ pub struct ConsumeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_batch: Option<usize>,
+    /// How long a Lua task may run before it is killed (SCRIPT KILL) and dead-lettered as script_timeout [env: REDIS_RETRY_SCRIPT_TIMEOUT] [default: 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub script_timeout: Option<Duration>,
+    /// How long to wait for each Redis reply; a task Redis does not answer in time while it answers a probe counts as failed [env: REDIS_RETRY_REDIS_RESPONSE_TIMEOUT] [default: 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub redis_response_timeout: Option<Duration>,
     /// Create missing topics at start [env: REDIS_RETRY_CREATE_TOPICS] [default: true].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -304,18 +312,96 @@ fn config_error(e: &SetupError) -> ExitCode {
 
 fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes belong on a terminal only: in a file or a collector they are noise, and
+    // NO_COLOR (no-color.org) turns them off there too.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(EscapedFields).try_init(),
     };
     result.map_err(|e| e.to_string())
 }
 
-/// How long `consume` waits for a Redis connection, and then for each reply, before it counts
-/// Redis as unreachable (it then waits for Redis without spending the task's retries).
+/// Text-log fields with control characters escaped: a task's source, keys or an error text can
+/// hold newlines and ANSI escapes, which would otherwise start a forged log line or repaint
+/// the operator's terminal.
+struct EscapedFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = EscapingVisitor { writer: &mut writer, result: Ok(()), first: true };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'a, 'w> {
+    writer: &'a mut tracing_subscriber::fmt::format::Writer<'w>,
+    result: std::fmt::Result,
+    first: bool,
+}
+
+impl tracing::field::Visit for EscapingVisitor<'_, '_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        // As the default formatter does: a string field is quoted, the message is not.
+        if field.name() == "message" {
+            self.write(field, value);
+        } else {
+            self.write(field, &format!("{value:?}"));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.write(field, &format!("{value:?}"));
+    }
+}
+
+impl EscapingVisitor<'_, '_> {
+    fn write(&mut self, field: &tracing::field::Field, value: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        let name = field.name();
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        let value = escape_controls(value);
+        self.result = if name == "message" {
+            write!(self.writer, "{sep}{value}")
+        } else if name.starts_with("log.") {
+            // Fields the log-crate bridge adds repeat what the line already shows.
+            Ok(())
+        } else {
+            write!(self.writer, "{sep}{}={value}", name.trim_start_matches("r#"))
+        };
+    }
+}
+
+/// `text` with control characters (newlines, escapes, ...) written as escapes (`\n`,
+/// `\u{1b}`), so that it stays on its line and cannot steer a terminal.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// How long `consume` waits for a Redis connection before it counts Redis as unreachable (it
+/// then waits for Redis without spending the task's retries).
 const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn consume(settings: &Settings) -> Result<(), SetupError> {
     let config = settings.consumer_config()?;
@@ -341,13 +427,19 @@ async fn consume(settings: &Settings) -> Result<(), SetupError> {
                 redis::Client::open(*node).map_err(|e| SetupError::Config(format!("redis_url: {e}")))?;
             let manager_config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-                .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
+                .set_response_timeout(Some(settings.redis_response_timeout))
                 // Reconnecting to a Redis that refuses is one cheap connect; a long gap between
                 // tries would only delay the backlog once Redis is back.
                 .set_max_delay(Duration::from_millis(500));
-            let connect = || client.get_connection_manager_with_config(manager_config.clone());
+            // The control connection's probes and kills bound their own waits.
+            let control_config = manager_config.clone().set_response_timeout(None);
+            let connect = || async {
+                let redis = client.get_connection_manager_with_config(manager_config.clone()).await?;
+                let control = client.get_connection_manager_with_config(control_config.clone()).await?;
+                Ok((redis, control))
+            };
             match connect_when_reachable(connect, &stopped).await? {
-                Some(redis) => run_consumer(config, redis, metrics, stopped).await,
+                Some((redis, control)) => run_consumer(config, redis, control, metrics, stopped).await,
                 None => Ok(()),
             }
         }
@@ -356,11 +448,13 @@ async fn consume(settings: &Settings) -> Result<(), SetupError> {
             // MOVED/ASK redirections itself; the timeouts bound each node's connection and reply.
             let client = redis::cluster::ClusterClient::builder(seeds)
                 .connection_timeout(REDIS_CONNECT_TIMEOUT)
-                .response_timeout(REDIS_RESPONSE_TIMEOUT)
+                .response_timeout(settings.redis_response_timeout)
                 .build()
                 .map_err(|e| SetupError::Config(format!("redis_url: with redis_cluster: {e}")))?;
-            match connect_when_reachable(|| client.get_async_connection(), &stopped).await? {
-                Some(redis) => run_consumer(config, redis, metrics, stopped).await,
+            let connect =
+                || async { Ok((client.get_async_connection().await?, client.get_async_connection().await?)) };
+            match connect_when_reachable(connect, &stopped).await? {
+                Some((redis, control)) => run_consumer(config, redis, control, metrics, stopped).await,
                 None => Ok(()),
             }
         }
@@ -410,6 +504,7 @@ where
 async fn run_consumer<C, Stop, Stopped>(
     config: ConsumerConfig,
     redis: C,
+    control: C,
     metrics: Option<(tokio::net::TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
     stopped: Stop,
 ) -> Result<(), SetupError>
@@ -418,7 +513,7 @@ where
     Stop: Fn() -> Stopped,
     Stopped: std::future::Future<Output = ()> + Send + 'static,
 {
-    let consumer = RedisRetryConsumer::new(config, redis)?;
+    let consumer = RedisRetryConsumer::new(config, redis)?.with_control_connection(control);
     if let Some((listener, handle)) = metrics {
         let server = crate::exporter::serve(listener, handle, consumer.health(), stopped());
         tokio::spawn(async move {
@@ -522,13 +617,12 @@ async fn dlq(settings: &Settings, action: DlqCommand) -> Result<ExitCode, SetupE
 fn entry_columns(e: &DlqEntry) -> [String; 7] {
     let key = e.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_else(|| "-".into());
     let age = e.age().map(|a| humantime::format_duration(Duration::from_secs(a.as_secs())).to_string());
-    let mut error = e.error.clone();
-    error.truncate(60);
+    let error: String = escape_controls(&e.error).chars().take(60).collect();
     [
-        e.reason.clone(),
-        e.source().to_string(),
-        e.command(),
-        key,
+        escape_controls(&e.reason).into_owned(),
+        escape_controls(e.source()).into_owned(),
+        escape_controls(&e.command()).into_owned(),
+        escape_controls(&key).into_owned(),
         age.unwrap_or_else(|| "-".into()),
         e.attempts().to_string(),
         error,

@@ -75,6 +75,14 @@ pub struct Settings {
     pub allow_lua: bool,
     /// The most messages applied together in one pipeline.
     pub max_batch: usize,
+    /// How long a Lua task may run before the consumer kills it (`SCRIPT KILL`) and
+    /// dead-letters it as `script_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub script_timeout: Duration,
+    /// How long the consumer waits for each Redis reply: past it, a task that Redis does not
+    /// answer while it answers a probe counts as failed (`timed_out` once its retries are spent).
+    #[serde(with = "humantime_serde")]
+    pub redis_response_timeout: Duration,
     /// Create missing topics.
     pub create_topics: bool,
     /// Partitions of created topics.
@@ -110,6 +118,8 @@ impl Default for Settings {
             max_task_bytes: c.max_task_bytes,
             allow_lua: c.allow_lua,
             max_batch: c.max_batch,
+            script_timeout: c.script_timeout,
+            redis_response_timeout: Duration::from_secs(5),
             create_topics: c.create_topics,
             partitions: c.partitions,
             replication: c.replication,
@@ -136,6 +146,8 @@ const KEYS: &[&str] = &[
     "max_task_bytes",
     "allow_lua",
     "max_batch",
+    "script_timeout",
+    "redis_response_timeout",
     "create_topics",
     "partitions",
     "replication",
@@ -166,6 +178,14 @@ impl Settings {
         }
         settings.consumer_config()?;
         settings.redis_target()?;
+        if settings.redis_response_timeout.is_zero()
+            || settings.redis_response_timeout > Duration::from_secs(600)
+        {
+            return Err(SetupError::Config(format!(
+                "redis_response_timeout: must be above zero and at most 10 min, got {:?}",
+                settings.redis_response_timeout
+            )));
+        }
         Ok(settings)
     }
 
@@ -240,6 +260,7 @@ impl Settings {
             .max_task_bytes(self.max_task_bytes)
             .allow_lua(self.allow_lua)
             .max_batch(self.max_batch)
+            .script_timeout(self.script_timeout)
             .partitions(self.partitions)
             .replication(self.replication)
             .create_topics(self.create_topics)

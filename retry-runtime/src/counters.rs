@@ -45,3 +45,5 @@ pub const SPOOL_BYTES: &str = "redis_retry_spool_bytes";
 pub const SPOOL_RECORDS: &str = "redis_retry_spool_records";
 /// Bytes of spool files found damaged or cut short by a crash, and dropped.
 pub const SPOOL_CORRUPT_BYTES: &str = "redis_retry_spool_corrupt_bytes_total";
+/// Counter: Lua tasks that ran past the script time budget and that `SCRIPT KILL` stopped.
+pub const SCRIPTS_KILLED: &str = "redis_retry_scripts_killed_total";

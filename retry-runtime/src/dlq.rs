@@ -37,21 +37,35 @@ pub struct DlqEntry {
     pub task: Result<RedisTask, String>,
     /// The message as it is stored.
     pub payload: Vec<u8>,
+    /// What an envelope (a dead letter too large for the topic, see the consumer) says about
+    /// the task it stands for: source and command.
+    envelope: Option<(String, String)>,
     headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl DlqEntry {
     /// Where the task came from (`-` for a message that is not a task).
     pub fn source(&self) -> &str {
-        self.task.as_ref().map(|t| t.source.as_str()).unwrap_or("-")
+        match (&self.task, &self.envelope) {
+            (Ok(t), _) => t.source.as_str(),
+            (Err(_), Some((source, _))) => source,
+            (Err(_), None) => "-",
+        }
     }
 
     /// The command(s) and keys, never values.
     pub fn command(&self) -> String {
-        match &self.task {
-            Ok(t) => t.describe(),
-            Err(_) => "-".to_string(),
+        match (&self.task, &self.envelope) {
+            (Ok(t), _) => t.describe(),
+            (Err(_), Some((_, command))) => command.clone(),
+            (Err(_), None) => "-".to_string(),
         }
+    }
+
+    /// Whether the entry is an envelope standing for a message too large for the topic: it
+    /// cannot be replayed, only inspected and purged.
+    pub fn is_envelope(&self) -> bool {
+        self.envelope.is_some()
     }
 
     /// Applies the consumer made before giving up.
@@ -66,6 +80,12 @@ impl DlqEntry {
             _ => self.dead_lettered_at,
         }?;
         (Utc::now() - since).to_std().ok()
+    }
+
+    /// Bytes the entry takes as a message: payload, key and headers.
+    fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum();
+        self.payload.len() + self.key.as_ref().map_or(0, Vec::len) + headers
     }
 
     fn owned_headers(&self) -> OwnedHeaders {
@@ -214,7 +234,15 @@ impl Dlq {
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Outcome, SetupError> {
         let (entries, ends) = self.read(None).await?;
-        let producer = RetryProducer::new(&self.config)?;
+        // Entries are sent on as they are, and the consumer may have written them up to its
+        // own limit: librdkafka's default (1,000,000 bytes) must not refuse the largest.
+        let mut config = self.config.clone();
+        if !config.properties.iter().any(|(k, _)| k == "message.max.bytes") {
+            let largest = entries.iter().map(DlqEntry::size).max().unwrap_or_default();
+            let limit = (largest + crate::consumer::DEAD_LETTER_HEADROOM).max(1_000_000);
+            config.properties.insert(0, ("message.max.bytes".to_string(), limit.to_string()));
+        }
+        let producer = RetryProducer::new(&config)?;
         let topics = self.config.topics();
         let total = entries.len();
         let mut outcome = Outcome::default();
@@ -331,6 +359,13 @@ fn read_all(
                 .unwrap_or_default()
         };
         let payload = msg.payload().unwrap_or_default().to_vec();
+        let envelope = (header(headers::PAYLOAD) == headers::ENVELOPE)
+            .then(|| serde_json::from_slice::<serde_json::Value>(&payload).ok())
+            .flatten()
+            .map(|e| {
+                let field = |name: &str| e[name].as_str().unwrap_or("-").to_string();
+                (field("source"), field("command"))
+            });
         entries.push(DlqEntry {
             partition: p,
             offset,
@@ -342,6 +377,7 @@ fn read_all(
                 .map(|d| d.to_utc()),
             task: RedisTask::from_json(&payload).map_err(|e| e.to_string()),
             payload,
+            envelope,
             headers: msg
                 .headers()
                 .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())

@@ -111,11 +111,22 @@ pub enum DlqReason {
     Ambiguous,
     /// Unsigned or wrongly signed, on a consumer that checks signatures.
     Unauthenticated,
+    /// Still timing out after `max_retries` retries: Redis answered other requests, but not
+    /// this task's within the response timeout.
+    TimedOut,
+    /// A Lua task ran past the consumer's `script_timeout`; the consumer sent `SCRIPT KILL`.
+    ScriptTimeout,
+    /// A `not_before` later than now + `retry_max_delay` (+20 % jitter, +1 min slack): no
+    /// retry the consumer schedules is due that late.
+    BadSchedule,
+    /// Kafka refused for good to take the task to a retry tier (larger than the topic or the
+    /// producer takes): dead-lettered instead of retried.
+    KafkaRefused,
 }
 
 impl DlqReason {
     /// Every reason, for listings and metrics.
-    pub const ALL: [DlqReason; 9] = [
+    pub const ALL: [DlqReason; 13] = [
         DlqReason::Malformed,
         DlqReason::Forbidden,
         DlqReason::UnknownCommand,
@@ -125,6 +136,10 @@ impl DlqReason {
         DlqReason::Expired,
         DlqReason::Ambiguous,
         DlqReason::Unauthenticated,
+        DlqReason::TimedOut,
+        DlqReason::ScriptTimeout,
+        DlqReason::BadSchedule,
+        DlqReason::KafkaRefused,
     ];
 
     /// The header value.
@@ -139,6 +154,10 @@ impl DlqReason {
             DlqReason::Expired => "expired",
             DlqReason::Ambiguous => "ambiguous",
             DlqReason::Unauthenticated => "unauthenticated",
+            DlqReason::TimedOut => "timed_out",
+            DlqReason::ScriptTimeout => "script_timeout",
+            DlqReason::BadSchedule => "bad_schedule",
+            DlqReason::KafkaRefused => "kafka_refused",
         }
     }
 }
@@ -293,4 +312,206 @@ pub enum SetupError {
     /// Redis could not be set up.
     #[error("redis: {0}")]
     Redis(#[from] RedisError),
+}
+
+/// Error codes Redis itself replies with. A Lua script can reply with any code it likes, so a
+/// code outside this list is not repeated (it may be a value).
+const KNOWN_CODES: &[&str] = &[
+    "ERR",
+    "WRONGTYPE",
+    "BUSY",
+    "LOADING",
+    "OOM",
+    "READONLY",
+    "NOREPLICAS",
+    "MISCONF",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "CROSSSLOT",
+    "MOVED",
+    "ASK",
+    "UNKILLABLE",
+    "NOTBUSY",
+    "EXECABORT",
+    "NOPERM",
+    "NOAUTH",
+    "WRONGPASS",
+    "BUSYKEY",
+    "NOSCRIPT",
+    "NOGROUP",
+    "BUSYGROUP",
+    "UNBLOCKED",
+    "NOPROTO",
+];
+
+/// The beginnings of Redis's own error texts that quote nothing of the request but command
+/// names (checked against the command table before any task is sent). Any other text may
+/// quote a key, a value or whatever a script put in it: `unknown command 'x', with args
+/// beginning with: 'value'`, `user_script:1: ...`.
+const PLAIN_DETAILS: &[&str] = &[
+    "no such key",
+    "syntax error",
+    "value is not an integer or out of range",
+    "value is not a valid float",
+    "increment or decrement would overflow",
+    "increment would produce NaN or Infinity",
+    "hash value is not an integer",
+    "hash value is not a float",
+    "index out of range",
+    "wrong number of arguments for '",
+    "invalid expire time in '",
+    "bit offset is not an integer or out of range",
+    "bit is not an integer or out of range",
+    "string exceeds maximum allowed size",
+    "min or max is not a float",
+    "min or max not valid string range item",
+    "The ID specified in XADD",
+    "Invalid stream ID specified",
+    "timeout is negative",
+    "offset is out of range",
+    "Number of keys can't be greater than number of args",
+    "Script killed by user with SCRIPT KILL",
+    "XX and NX options at the same time are not compatible",
+    "GT, LT, and/or NX options at the same time are not compatible",
+    "INCR option supports a single increment-element pair",
+    "resulting score is not a number (NaN)",
+    "weight value is not a float",
+    "source and destination objects are the same",
+    "Operation against a key holding the wrong kind of value",
+    "Redis is busy running a script",
+    "Redis is loading the dataset in memory",
+    "command not allowed when used memory",
+    "You can't write against a read only replica",
+    "Not enough good replicas to write",
+    "Redis is configured to save RDB snapshots",
+    "Link with MASTER is down",
+    "Multiple keys request during rehashing of slot",
+    "The cluster is down",
+    "Hash slot not served",
+    "Keys in request don't hash to the same slot",
+    "Sorry the script already executed write commands",
+    "No scripts in execution right now",
+    "Transaction discarded because of previous errors",
+    "Target key name already exists",
+    "No matching script",
+];
+
+/// An error reply as the logs and dead-letter headers may show it: Redis's own code and text
+/// where they cannot quote the task, otherwise only the code and the size of what is withheld.
+///
+/// ```
+/// use redis_retry_runtime::errors::describe_error_reply;
+/// assert_eq!(
+///     describe_error_reply("WRONGTYPE", Some("Operation against a key holding the wrong kind of value")),
+///     "WRONGTYPE Operation against a key holding the wrong kind of value"
+/// );
+/// let quoted = describe_error_reply("ERR", Some("unknown command 'x', with args beginning with: 'hunter2'"));
+/// assert!(!quoted.contains("hunter2") && quoted.starts_with("ERR"), "{quoted}");
+/// ```
+pub fn describe_error_reply(code: &str, detail: Option<&str>) -> String {
+    let detail = detail.unwrap_or_default().trim();
+    if !KNOWN_CODES.contains(&code) {
+        return format!(
+            "an error reply with a code Redis does not use ({} bytes withheld: a script's own error may quote a value)",
+            code.len() + detail.len() + 1
+        );
+    }
+    let redirect = matches!(code, "MOVED" | "ASK")
+        && detail.split_once(' ').is_some_and(|(slot, addr)| {
+            slot.bytes().all(|b| b.is_ascii_digit())
+                && addr.bytes().all(|b| b.is_ascii_alphanumeric() || b".:-[]".contains(&b))
+        });
+    let plain = PLAIN_DETAILS.iter().any(|p| detail.starts_with(p))
+        && !detail.contains('\n')
+        // `wrong number of arguments for '<command>' command`: the name has passed the
+        // command table, but keep anything longer out all the same.
+        && detail.len() <= 160;
+    if detail.is_empty() || redirect || plain {
+        format!("{code} {detail}").trim_end().to_string()
+    } else {
+        format!("{code} ({} bytes of detail withheld: Redis may quote the task in them)", detail.len())
+    }
+}
+
+/// A Redis error as the logs and dead-letter headers may show it: see [`describe_error_reply`]
+/// for error replies; connection and client errors carry no task data and are shown whole.
+pub fn describe_redis_error(err: &RedisError) -> String {
+    match (err.code(), err.detail()) {
+        (Some(code), Some(detail)) => describe_error_reply(code, Some(detail)),
+        // No text from Redis: the client's own words (a CROSSSLOT it found before sending).
+        _ => err.to_string(),
+    }
+}
+
+/// A JSON decoding error as the logs and dead-letter headers may show it: what was wrong and
+/// where, never the offending text. serde quotes the value it could not take (`invalid type:
+/// string "..."`) and the names it did not know (`unknown field `...``).
+///
+/// ```
+/// use redis_retry_runtime::errors::describe_json_error;
+/// let err = serde_json::from_str::<u32>(r#""hunter2""#).unwrap_err();
+/// let shown = describe_json_error(&err);
+/// assert!(!shown.contains("hunter2"), "{shown}");
+/// assert!(shown.contains("invalid type: string") && shown.contains("line 1 column 9"), "{shown}");
+/// ```
+pub fn describe_json_error(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let position = format!(" at line {} column {}", err.line(), err.column());
+    let message = text.strip_suffix(&position).unwrap_or(&text);
+    let shown = match err.classify() {
+        serde_json::error::Category::Data => describe_data_error(message),
+        // Syntax, end-of-input and I/O messages name what the parser expected, never the input.
+        _ => message.to_string(),
+    };
+    if err.line() == 0 {
+        shown
+    } else {
+        format!("{shown}{position}")
+    }
+}
+
+/// serde's data errors without what they quote: `invalid type: string "v", expected u32` keeps
+/// the kind of the value (`string`) and what was expected (the task's own schema).
+fn describe_data_error(message: &str) -> String {
+    for lead in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(lead) {
+            // The expectation comes from this crate's schema; the value is before it.
+            let (unexpected, expected) = match rest.rfind(", expected ") {
+                Some(at) => (&rest[..at], &rest[at + ", expected ".len()..]),
+                None => (rest, "something else"),
+            };
+            let kind: String =
+                unexpected.split([' ', '`', '"']).next().unwrap_or_default().chars().take(20).collect();
+            let kind = match kind.as_str() {
+                "string" | "integer" | "floating" | "boolean" | "map" | "sequence" | "null" | "unit"
+                | "character" | "byte" | "option" | "enum" | "newtype" => kind,
+                _ => "value".to_string(),
+            };
+            return format!("{lead}{kind}, expected {expected}");
+        }
+    }
+    for (lead, what) in [("unknown variant", "unknown variant"), ("unknown field", "unknown field")] {
+        if message.starts_with(lead) {
+            let expected = message.rfind(", expected ").map(|at| &message[at..]).unwrap_or_default();
+            return format!("{what} (name withheld){expected}");
+        }
+    }
+    let safe = [
+        "missing field `",
+        "invalid length ",
+        "duplicate field `",
+        "invalid base64 in a b64 argument",
+        // chrono's texts for a timestamp it cannot read.
+        "input contains invalid characters",
+        "premature end of input",
+        "input is out of range",
+        "trailing input",
+        "input is not enough for unique date and time",
+        "no possible date and time matching input",
+    ];
+    if safe.iter().any(|s| message.starts_with(s)) && !message.contains('"') {
+        return message.to_string();
+    }
+    format!("invalid data ({} bytes of detail withheld: they may quote the task)", message.len())
 }

@@ -220,7 +220,8 @@ impl<'de> Deserialize<'de> for Arg {
                     let text: String = map.next_value()?;
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(text.as_bytes())
-                        .map_err(|e| de::Error::custom(format!("invalid base64 in b64 argument: {e}")))?;
+                        // base64's error quotes the offending byte, a piece of the value.
+                        .map_err(|_| de::Error::custom("invalid base64 in a b64 argument"))?;
                     out = Some(Arg(bytes));
                 }
                 out.ok_or_else(|| de::Error::missing_field("b64"))
@@ -839,8 +840,8 @@ impl RedisTask {
     /// # Ok::<(), redis_retry_runtime::TaskError>(())
     /// ```
     pub fn from_json(bytes: &[u8]) -> Result<Self, TaskError> {
-        let task: RedisTask =
-            serde_json::from_slice(bytes).map_err(|e| TaskError::Malformed(e.to_string()))?;
+        let task: RedisTask = serde_json::from_slice(bytes)
+            .map_err(|e| TaskError::Malformed(crate::errors::describe_json_error(&e)))?;
         task.validate()?;
         Ok(task)
     }
@@ -903,7 +904,14 @@ impl RedisTask {
 }
 
 fn check_write(parts: &[&[u8]]) -> Result<(), TaskError> {
-    let name = || String::from_utf8_lossy(parts[0]).to_ascii_lowercase();
+    // A name the table does not know may be anything, of any length: errors show its start.
+    let name = || {
+        let name = String::from_utf8_lossy(parts[0]).to_ascii_lowercase();
+        match name.char_indices().nth(64) {
+            Some((at, _)) => format!("{}...", &name[..at]),
+            None => name,
+        }
+    };
     match commands::classify(parts) {
         None => Err(TaskError::UnknownCommand(name())),
         Some(commands::Classification { spec, access }) => match access {

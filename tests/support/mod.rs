@@ -12,6 +12,7 @@ mod process;
 mod proxy;
 mod redis_server;
 pub mod report;
+pub mod slow;
 pub mod stack;
 
 use std::path::PathBuf;

@@ -8,6 +8,10 @@ use crate::errors::SetupError;
 use crate::producer::{check_topic_name, ProducerConfig, Topics};
 use crate::signing::SigningKey;
 
+/// What a retry or a dead letter may add to a task of `max_task_bytes`: the retry's fields in
+/// the JSON (error, schedule, id), the dead letter's headers and a signature.
+pub const DEAD_LETTER_HEADROOM: usize = 64 * 1024;
+
 /// The seed's consumer group.
 pub const DEFAULT_GROUP: &str = "redis-retry-consumer-group";
 
@@ -34,7 +38,9 @@ pub struct ConsumerConfig {
     pub retry_base_delay: Duration,
     /// Longest delay between retries (default 5 min).
     pub retry_max_delay: Duration,
-    /// Larger messages are dead-lettered as `oversize` (default 1 MiB).
+    /// Larger messages are dead-lettered as `oversize` (default 1 MiB). The consumer's producer
+    /// sends messages of up to `max_task_bytes` + 64 KiB ([`DEAD_LETTER_HEADROOM`]) unless the
+    /// librdkafka property `message.max.bytes` says otherwise, which must then leave that room.
     pub max_task_bytes: usize,
     /// Older tasks are dead-lettered as `expired`: replaying them could overwrite newer data
     /// (default 24 h).
@@ -47,6 +53,11 @@ pub struct ConsumerConfig {
     pub partitions: i32,
     /// Replication factor of topics it creates (default 1).
     pub replication: i32,
+    /// How long a Lua task may run (default 5 s). Past it the consumer sends `SCRIPT KILL` and
+    /// dead-letters the task as `script_timeout`; Redis reads the kill only once the script has
+    /// run for its `busy-reply-threshold` (5 s by default), so a shorter budget takes effect
+    /// there.
+    pub script_timeout: Duration,
     /// The most messages settled together in one pipeline to Redis (default 1024): larger
     /// batches cost fewer round trips; a batch whose round trip fails is settled one task at a
     /// time, so a smaller one shortens that detour.
@@ -68,6 +79,7 @@ impl ConsumerConfig {
             partitions: 3,
             replication: 1,
             max_batch: 1024,
+            script_timeout: Duration::from_secs(5),
         }
     }
     /// Sets the main topic.
@@ -135,6 +147,11 @@ impl ConsumerConfig {
         self.kafka = kafka;
         self
     }
+    /// Sets the script time budget.
+    pub fn script_timeout(mut self, d: Duration) -> Self {
+        self.script_timeout = d;
+        self
+    }
     /// Adds a librdkafka property.
     pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.kafka.properties.push((key.into(), value.into()));
@@ -177,6 +194,27 @@ impl ConsumerConfig {
         if self.max_task_bytes < 64 {
             return bad(format!("max_task_bytes: at least 64, got {}", self.max_task_bytes));
         }
+        if let Some(declared) = self.declared_message_max_bytes() {
+            let Ok(declared) = declared.trim().parse::<usize>() else {
+                return bad(format!("kafka property message.max.bytes: not a number: `{declared}`"));
+            };
+            let needed = self.max_task_bytes.saturating_add(DEAD_LETTER_HEADROOM);
+            if declared < needed {
+                return bad(format!(
+                    "max_task_bytes ({}) does not fit the producer's message.max.bytes ({declared}): a task \
+                     re-published to a retry tier or the dead-letter topic needs up to {DEAD_LETTER_HEADROOM} \
+                     bytes more; lower max_task_bytes to at most {} or raise message.max.bytes to at least {needed}",
+                    self.max_task_bytes,
+                    declared.saturating_sub(DEAD_LETTER_HEADROOM),
+                ));
+            }
+        }
+        if self.script_timeout.is_zero() || self.script_timeout > Duration::from_secs(600) {
+            return bad(format!(
+                "script_timeout: must be above zero and at most 10 min, got {:?}",
+                self.script_timeout
+            ));
+        }
         if !(1..=65_536).contains(&self.max_batch) {
             return bad(format!("max_batch: must be 1 to 65536, got {}", self.max_batch));
         }
@@ -190,6 +228,26 @@ impl ConsumerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// `message.max.bytes` as the librdkafka properties set it, if they do.
+    fn declared_message_max_bytes(&self) -> Option<&str> {
+        self.kafka.properties.iter().rev().find(|(k, _)| k == "message.max.bytes").map(|(_, v)| v.as_str())
+    }
+
+    /// The largest message the consumer's producer sends (librdkafka's `message.max.bytes`):
+    /// as set, or else large enough for a task of `max_task_bytes` and what a retry or a dead
+    /// letter adds to it, and never below librdkafka's default.
+    pub fn publish_limit(&self) -> usize {
+        self.declared_message_max_bytes()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| self.max_task_bytes.saturating_add(DEAD_LETTER_HEADROOM).max(1_000_000))
+    }
+
+    /// The latest `not_before` a retry tier's message may carry: what the consumer schedules
+    /// (`retry_max_delay` and its +20 % jitter) plus a minute for clocks that disagree.
+    pub fn latest_schedule(&self) -> Duration {
+        self.retry_max_delay.mul_f64(1.2) + Duration::from_secs(60)
     }
 
     /// The delay before retry number `attempt` (1-based): base × 2^(attempt-1), capped, ±20 %.

@@ -114,7 +114,11 @@ where
                 tracing::warn!(error = %e, "final commit failed; uncommitted tasks will be applied again")
             }
         }
-        Ok(())
+        match self.fatal.lock().map(|f| f.clone()) {
+            Ok(Some(why)) => Err(SetupError::Runtime(why)),
+            Ok(None) => Ok(()),
+            Err(_) => Err(SetupError::Runtime("a consumer lane panicked".to_string())),
+        }
     }
 }
 

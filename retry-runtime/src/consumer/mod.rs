@@ -8,7 +8,14 @@
 //!
 //! When Redis cannot be reached at all, a lane waits for it (backing off up to a second)
 //! instead of spending the task's retries: an outage then neither floods the dead-letter topic
-//! nor hammers Redis. Retries and their budget are for a Redis that answers and says "not now".
+//! nor hammers Redis. Retries and their budget are for a Redis that answers and says "not now",
+//! or that answers others but not this task in time: a reply that times out while Redis
+//! answers a probe is the task's failure, not an outage, and is never re-sent at once.
+//!
+//! What Kafka refuses for good is settled, never retried forever: a dead letter too large for
+//! the topic travels as an envelope (reason, keys, source, sizes, digest), a retry too large for
+//! a tier is dead-lettered as `kafka_refused`, and a refusal no message can get past (the
+//! consumer may not write a topic) stops the consumer with that error, its message uncommitted.
 
 mod config;
 mod health;
@@ -28,7 +35,7 @@ use tokio::sync::watch;
 use crate::errors::SetupError;
 use crate::producer::{RetryProducer, Topics};
 
-pub use config::{ConsumerConfig, DEFAULT_GROUP};
+pub use config::{ConsumerConfig, DEAD_LETTER_HEADROOM, DEFAULT_GROUP};
 pub use health::Health;
 pub use shutdown::shutdown_signal;
 
@@ -36,7 +43,17 @@ struct Shared<C> {
     config: ConsumerConfig,
     topics: Topics,
     redis: C,
+    /// A connection of its own for probes and `SCRIPT KILL`: `redis` may be waiting behind
+    /// the very request they are about.
+    control: C,
     producer: RetryProducer,
+    /// The largest message `producer` sends.
+    publish_limit: usize,
+    /// Set when Kafka refuses something no retry can get past: the lanes stop with it.
+    fatal: std::sync::Mutex<Option<String>>,
+    /// Until when tasks go to Redis one at a time: a reply timed out, and a pipeline of tasks
+    /// would put all of their work onto a Redis that is already slow.
+    careful_until: std::sync::Mutex<Option<std::time::Instant>>,
     health: Arc<Health>,
     /// Set once Redis turns out to be a cluster: batches are then cut by slot.
     per_slot: AtomicBool,
@@ -63,11 +80,39 @@ where
     /// Checks the configuration and prepares the producer for tiers and dead letters.
     pub fn new(config: ConsumerConfig, redis: C) -> Result<Self, SetupError> {
         config.validate()?;
-        let producer = RetryProducer::new(&config.kafka)?;
+        let publish_limit = config.publish_limit();
+        let mut kafka = config.kafka.clone();
+        // Set before the operator's properties, which win (and were checked against
+        // max_task_bytes): librdkafka's own default is below the 1 MiB `max_task_bytes`.
+        kafka.properties.insert(0, ("message.max.bytes".to_string(), publish_limit.to_string()));
+        let producer = RetryProducer::new(&kafka)?;
         let topics = config.topics();
         let health = Arc::new(Health::default());
-        let shared = Shared { config, topics, redis, producer, health, per_slot: AtomicBool::new(false) };
+        let shared = Shared {
+            config,
+            topics,
+            control: redis.clone(),
+            redis,
+            producer,
+            publish_limit,
+            fatal: std::sync::Mutex::new(None),
+            careful_until: std::sync::Mutex::new(None),
+            health,
+            per_slot: AtomicBool::new(false),
+        };
         Ok(RedisRetryConsumer { shared: Arc::new(shared) })
+    }
+
+    /// A second connection to the same Redis, for what must get through while the first waits
+    /// on a slow request: the probe that tells a slow write from an outage, and `SCRIPT KILL`
+    /// for a Lua task past its budget. Without it those share the task connection, where they
+    /// queue behind the request they are about.
+    #[must_use]
+    pub fn with_control_connection(mut self, control: C) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.control = control;
+        }
+        self
     }
 
     /// What `/health` reports about this consumer.

@@ -4,16 +4,18 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::types::RDKafkaErrorCode;
 use redis::aio::ConnectionLike;
+use sha2::Digest as _;
 use tokio::sync::watch;
 
 use super::lane::sleep_or_stop;
 use super::Shared;
-use crate::apply::{self, Applied, Plan};
+use crate::apply::{self, Applied, Plan, Target};
 use crate::counters;
-use crate::errors::{Delivery, DlqReason, Failure};
-use crate::producer::dlq_headers;
+use crate::errors::{Delivery, DlqReason, Failure, PublishError};
+use crate::producer::{dlq_headers, headers};
 use crate::task::{Mode, RedisTask};
 
 /// What happened to one message.
@@ -29,10 +31,46 @@ enum Settled {
 /// cheap for both sides; the wait is what a backlog loses once Redis is back, so it stays short.
 const UNREACHABLE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// A wait for a retry's `not_before` longer than this is logged: a lane that sits still for
+/// longer than a few seconds should say why.
+const LONG_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a probe of Redis may take before Redis counts as not answering.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long tasks go to Redis one at a time after a reply timed out.
+const CAREFUL_FOR: Duration = Duration::from_secs(10);
+
+/// What a dead letter's record needs beside its payload, key and headers (record framing).
+const RECORD_OVERHEAD: usize = 1024;
+
 /// Why a message was refused before it reached Redis.
 struct Refused {
     reason: DlqReason,
     error: String,
+}
+
+/// Why Kafka will never take a message, however often it is sent.
+enum Refusal {
+    /// Larger than the producer or the topic takes.
+    TooLarge(String),
+    /// The consumer may not write the topic: nothing sent there will get through.
+    Forbidden(String),
+}
+
+/// Whether a publish error is one that sending again cannot cure.
+fn refusal(e: &PublishError) -> Option<Refusal> {
+    let PublishError::Kafka(kafka) = e else { return None };
+    use RDKafkaErrorCode as C;
+    match kafka.rdkafka_error_code()? {
+        C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge => {
+            Some(Refusal::TooLarge(e.to_string()))
+        }
+        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => {
+            Some(Refusal::Forbidden(e.to_string()))
+        }
+        _ => None,
+    }
 }
 
 impl<C> Shared<C>
@@ -50,12 +88,14 @@ where
         stop: &mut watch::Receiver<bool>,
     ) -> usize {
         let mut pending: Vec<(usize, RedisTask, Plan)> = Vec::new();
+        let careful = self.careful();
         for (i, msg) in batch.iter().enumerate() {
-            let task = match self.prepare(msg) {
+            let task = match self.prepare(msg, is_tier) {
                 Ok(task) => {
                     let plan = Plan::new(&task, self.guard_ttl());
-                    let due_later = task.not_before.is_some_and(|due| due > chrono::Utc::now());
+                    let due_later = is_tier && task.not_before.is_some_and(|due| due > chrono::Utc::now());
                     if task.mode != Mode::Log
+                        && !careful
                         && !due_later
                         && !self.expired(&task)
                         && plan.batchable(self.per_slot.load(Ordering::Relaxed))
@@ -114,8 +154,22 @@ where
                     tracing::info!("redis is a cluster: batches are cut by slot from now on");
                     self.per_slot.store(true, Ordering::Relaxed);
                 }
+                // The time-out of a lone task is that task's: sending it alone as well would
+                // run a slow write twice per attempt.
+                Err(e) if e.is_timeout() && tasks.len() == 1 => {
+                    break Some(vec![Applied::TimedOut(crate::errors::describe_redis_error(&e))]);
+                }
                 Err(e) => {
-                    tracing::debug!(error = %e, tasks = tasks.len(), "batch failed as a whole; settling its tasks one by one");
+                    let error = crate::errors::describe_redis_error(&e);
+                    tracing::debug!(error = %error, tasks = tasks.len(), "batch failed as a whole; settling its tasks one by one");
+                    // A batch that timed out may still be running: sending its tasks again
+                    // before Redis is through with it would pile more work onto it.
+                    if e.is_timeout() {
+                        self.be_careful();
+                        if !self.wait_until_answering(stop).await {
+                            return Err(items.first().map_or(0, |(i, ..)| *i));
+                        }
+                    }
                     break None;
                 }
                 Ok(applied) => break Some(applied),
@@ -146,9 +200,9 @@ where
         Ok(())
     }
 
-    /// Checks a message (size, signature, decoding, what the consumer allows) and decodes its
-    /// task.
-    fn prepare(&self, msg: &BorrowedMessage<'_>) -> Result<RedisTask, Refused> {
+    /// Checks a message (size, signature, decoding, what the consumer allows, a tier's
+    /// schedule) and decodes its task.
+    fn prepare(&self, msg: &BorrowedMessage<'_>, is_tier: bool) -> Result<RedisTask, Refused> {
         let payload = msg.payload().unwrap_or_default();
         if payload.len() > self.config.max_task_bytes {
             let err = crate::TaskError::TooLarge { size: payload.len(), limit: self.config.max_task_bytes };
@@ -170,6 +224,19 @@ where
         let mut task = RedisTask::from_json(payload)
             .and_then(|t| t.validate_for_replay(self.config.allow_lua).map(|()| t))
             .map_err(|e| Refused { reason: e.dlq_reason(), error: e.to_string() })?;
+        if let Some(due) = task.not_before.filter(|_| is_tier) {
+            let latest = self.config.latest_schedule();
+            let ahead = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+            if ahead > latest {
+                let error = format!(
+                    "not_before is {} s ahead, later than any retry is scheduled (at most {} s: retry_max_delay, \
+                     its jitter and a minute's slack)",
+                    ahead.as_secs(),
+                    latest.as_secs()
+                );
+                return Err(Refused { reason: DlqReason::BadSchedule, error });
+            }
+        }
         if task.id.is_empty() {
             // The seed's tasks carry no id; the payload names a delivery just as well, and the
             // at-most-once guard of non-idempotent tasks needs one.
@@ -178,8 +245,9 @@ where
         Ok(task)
     }
 
-    /// Settles one task on its own: waits until it is due, applies it (waiting for Redis when
-    /// it cannot be reached), then re-queues or dead-letters it if that failed.
+    /// Settles one task on its own: waits until a tier's task is due, applies it (waiting for
+    /// Redis when it cannot be reached), then re-queues or dead-letters it if that failed. The
+    /// main topic's tasks are applied at once: its `not_before` is not one the consumer set.
     async fn settle_task(
         &self,
         task: RedisTask,
@@ -188,21 +256,32 @@ where
         is_tier: bool,
         stop: &mut watch::Receiver<bool>,
     ) -> Settled {
-        if let Some(due) = task.not_before {
+        if let Some(due) = task.not_before.filter(|_| is_tier) {
             let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+            if wait > LONG_WAIT {
+                tracing::info!(
+                    wait_s = wait.as_secs(),
+                    topic = source_topic,
+                    task_id = %task.id,
+                    retry_count = task.retry_count,
+                    "waiting for a retry to be due; this tier's later tasks wait behind it"
+                );
+            }
             if !wait.is_zero() && !sleep_or_stop(wait, stop).await {
                 return Settled::Interrupted;
             }
         }
         let mut backoff = Duration::from_millis(100);
         let mut last_warning: Option<Instant> = None;
+        let target =
+            Target { redis: &self.redis, control: &self.control, script_timeout: self.config.script_timeout };
         loop {
             if self.expired(&task) {
                 let age = format!("older than max_age {:?}", self.config.max_age);
                 return self.dead_letter_task(&task, source_topic, DlqReason::Expired, &age, stop).await;
             }
             let started = Instant::now();
-            let applied = apply::apply(&self.redis, &task, plan).await;
+            let applied = apply::apply(&target, &task, plan).await;
             self.health.set_redis_reachable(!matches!(applied, Applied::Unreachable(_)));
             match applied {
                 Applied::Ok => return applied_once(&task, started.elapsed().as_secs_f64(), is_tier),
@@ -230,6 +309,28 @@ where
         stop: &mut watch::Receiver<bool>,
     ) -> Settled {
         match failed {
+            Applied::TimedOut(err) => {
+                // Slow is not unreachable: once Redis answers a probe, the time-out is this
+                // task's, and it is never sent again before Redis is through with it. Only
+                // idempotent or guarded tasks come here (the guard tells the retry whether
+                // the write ran); others time out as ambiguous.
+                tracing::warn!(error = %err, keys = %task.describe(), task_id = %task.id, timeout = "response",
+                    "redis did not answer the task in time");
+                self.be_careful();
+                if !self.wait_until_answering(stop).await {
+                    return Settled::Interrupted;
+                }
+                task.original_err = err;
+                self.retry_later(task, source_topic, DlqReason::TimedOut, stop).await
+            }
+            Applied::ScriptKilled(err) => {
+                let settled =
+                    self.dead_letter_task(&task, source_topic, DlqReason::ScriptTimeout, &err, stop).await;
+                if settled == Settled::Done && !self.wait_until_answering(stop).await {
+                    return Settled::Interrupted;
+                }
+                settled
+            }
             Applied::Failed(Failure::Transient(Delivery::Ambiguous), err) if !task.is_idempotent() => {
                 self.dead_letter_task(&task, source_topic, DlqReason::Ambiguous, &err, stop).await
             }
@@ -238,9 +339,61 @@ where
             }
             Applied::Failed(Failure::Transient(_), err) | Applied::Unreachable(err) => {
                 task.original_err = err;
-                self.retry_later(task, source_topic, stop).await
+                self.retry_later(task, source_topic, DlqReason::MaxRetries, stop).await
             }
             Applied::Ok => Settled::Done,
+        }
+    }
+
+    /// Whether tasks go to Redis one at a time (see [`Self::be_careful`]).
+    fn careful(&self) -> bool {
+        self.careful_until.lock().is_ok_and(|until| until.is_some_and(|t| t > Instant::now()))
+    }
+
+    /// A reply timed out: for a while, tasks go one at a time, so that a slow Redis meets one
+    /// task's work at a time rather than a pipeline's.
+    fn be_careful(&self) {
+        if let Ok(mut until) = self.careful_until.lock() {
+            if until.is_none_or(|t| t <= Instant::now()) {
+                tracing::info!(
+                    seconds = CAREFUL_FOR.as_secs(),
+                    "a redis reply timed out: applying tasks one at a time for a while"
+                );
+            }
+            *until = Some(Instant::now() + CAREFUL_FOR);
+        }
+    }
+
+    /// Waits until Redis answers a probe (any reply, `BUSY` included) on the control
+    /// connection: the sign that it is through with what timed out. False when stopped first.
+    async fn wait_until_answering(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        let mut warned = false;
+        loop {
+            let mut conn = self.control.clone();
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<redis::Value>(&mut conn);
+            match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+                Ok(Ok(_)) => {
+                    self.health.set_redis_reachable(true);
+                    return true;
+                }
+                Ok(Err(e)) if e.code().is_some() => {
+                    self.health.set_redis_reachable(true);
+                    return true;
+                }
+                _ => {
+                    self.health.set_redis_reachable(false);
+                    if !warned {
+                        tracing::warn!("redis does not answer a probe; waiting for it before the next task");
+                        warned = true;
+                    }
+                }
+            }
+            if !sleep_or_stop(backoff, stop).await {
+                return false;
+            }
+            backoff = (backoff * 2).min(UNREACHABLE_BACKOFF_MAX);
         }
     }
 
@@ -259,10 +412,13 @@ where
         age.to_std().is_ok_and(|age| age > self.config.max_age)
     }
 
+    /// Sends the task to its next tier, or once its retries are spent dead-letters it with
+    /// `exhausted` (`max_retries`, or `timed_out` when the last try timed out).
     async fn retry_later(
         &self,
         mut task: RedisTask,
         source_topic: &str,
+        exhausted: DlqReason,
         stop: &mut watch::Receiver<bool>,
     ) -> Settled {
         if task.retry_count >= task.max_retries {
@@ -276,7 +432,7 @@ where
                 "redis task reached max retries, giving up"
             );
             let err = task.original_err.clone();
-            return self.dead_letter_task(&task, source_topic, DlqReason::MaxRetries, &err, stop).await;
+            return self.dead_letter_task(&task, source_topic, exhausted, &err, stop).await;
         }
         task.retry_count += 1;
         let delay = self.config.backoff(task.retry_count);
@@ -293,7 +449,14 @@ where
             "redis task failed, retrying later"
         );
         let payload = task.to_json();
-        let settled = self.send_until_acked(&tier, task.first_key(), &payload, None, stop).await;
+        let settled = match self.send_until_acked(&tier, task.first_key(), &payload, None, stop).await {
+            Ok(settled) => settled,
+            Err(Refusal::TooLarge(why)) => {
+                let err = format!("the retry tier refused the task ({} bytes): {why}", payload.len());
+                return self.dead_letter_task(&task, source_topic, DlqReason::KafkaRefused, &err, stop).await;
+            }
+            Err(Refusal::Forbidden(why)) => return self.stop_for(&tier, &why),
+        };
         if settled == Settled::Done {
             metrics::counter!(counters::RETRIED).increment(1);
         }
@@ -308,17 +471,12 @@ where
         error: &str,
         stop: &mut watch::Receiver<bool>,
     ) -> Settled {
-        if reason != DlqReason::MaxRetries {
+        if reason != DlqReason::MaxRetries && reason != DlqReason::TimedOut {
             tracing::error!(reason = %reason, error = %error, keys = %task.describe(), source = %task.source, task_id = %task.id, "task dead-lettered");
         }
         let headers = dlq_headers(reason, error, source_topic);
-        let dlq = self.topics.dlq.clone();
-        let settled =
-            self.send_until_acked(&dlq, task.first_key(), &task.to_json(), Some(headers), stop).await;
-        if settled == Settled::Done {
-            metrics::counter!(counters::DEAD_LETTERED, "reason" => reason.as_str()).increment(1);
-        }
-        settled
+        let about = About { task_id: &task.id, source: &task.source, command: task.describe() };
+        self.send_dead_letter(task.first_key(), &task.to_json(), headers, reason, &about, stop).await
     }
 
     async fn dead_letter_raw(
@@ -338,37 +496,153 @@ where
                     .insert(rdkafka::message::Header { key: &format!("original.{}", h.key), value: h.value });
             }
         }
+        let about = About { task_id: "", source: "", command: String::new() };
+        self.send_dead_letter(msg.key(), payload, headers, reason, &about, stop).await
+    }
+
+    /// Sends a dead letter that fits: the message itself when it does, otherwise an envelope
+    /// that stands for it (see [`envelope`]).
+    async fn send_dead_letter(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+        reason: DlqReason,
+        about: &About<'_>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Settled {
         let dlq = self.topics.dlq.clone();
-        let settled = self.send_until_acked(&dlq, msg.key(), payload, Some(headers), stop).await;
+        let size = payload.len() + key.map_or(0, <[u8]>::len) + headers_size(&headers) + RECORD_OVERHEAD;
+        let mut refused = None;
+        if size <= self.publish_limit {
+            match self.send_until_acked(&dlq, key, payload, Some(headers.clone()), stop).await {
+                Ok(settled) => return self.dead_lettered(settled, reason),
+                Err(Refusal::TooLarge(why)) => refused = Some(why),
+                Err(Refusal::Forbidden(why)) => return self.stop_for(&dlq, &why),
+            }
+        }
+        let (body, headers) = envelope(payload, &headers, reason, about);
+        tracing::warn!(
+            reason = %reason,
+            payload_bytes = payload.len(),
+            publish_limit = self.publish_limit,
+            refused = refused.as_deref().unwrap_or("-"),
+            task_id = about.task_id,
+            "dead letter too large for the topic: an envelope stands for it"
+        );
+        // A long key is a hostile one: the envelope goes without it rather than not at all.
+        let key = key.filter(|k| k.len() <= 1024);
+        match self.send_until_acked(&dlq, key, &body, Some(headers), stop).await {
+            Ok(settled) => self.dead_lettered(settled, reason),
+            Err(Refusal::TooLarge(why) | Refusal::Forbidden(why)) => self.stop_for(&dlq, &why),
+        }
+    }
+
+    fn dead_lettered(&self, settled: Settled, reason: DlqReason) -> Settled {
         if settled == Settled::Done {
             metrics::counter!(counters::DEAD_LETTERED, "reason" => reason.as_str()).increment(1);
         }
         settled
     }
 
-    /// Sends until Kafka acknowledges: the source message is committed only after that.
+    /// Stops the consumer because Kafka refuses `topic` for good: every message would meet the
+    /// same refusal, so going on would only dead-letter or lose them. The message in hand stays
+    /// uncommitted for the run after the fix.
+    fn stop_for(&self, topic: &str, why: &str) -> Settled {
+        let message =
+            format!("kafka refuses every message to {topic} ({why}); stopping with the message uncommitted");
+        tracing::error!(topic, kafka_error = why, "kafka refuses the consumer's messages for good; stopping");
+        if let Ok(mut fatal) = self.fatal.lock() {
+            fatal.get_or_insert(message);
+        }
+        Settled::Interrupted
+    }
+
+    /// Sends until Kafka acknowledges: the source message is committed only after that. A
+    /// refusal that sending again cannot cure is returned instead of retried.
     async fn send_until_acked(
         &self,
         topic: &str,
         key: Option<&[u8]>,
         payload: &[u8],
-        headers: Option<rdkafka::message::OwnedHeaders>,
+        headers: Option<OwnedHeaders>,
         stop: &mut watch::Receiver<bool>,
-    ) -> Settled {
+    ) -> Result<Settled, Refusal> {
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.producer.send_bytes_and_wait(topic, key, payload, headers.clone()).await {
-                Ok(()) => return Settled::Done,
+                Ok(()) => return Ok(Settled::Done),
                 Err(e) => {
+                    if let Some(refusal) = refusal(&e) {
+                        return Err(refusal);
+                    }
                     tracing::warn!(kafka_error = %e, topic, "could not publish to kafka; will try again");
                     if !sleep_or_stop(backoff, stop).await {
-                        return Settled::Interrupted;
+                        return Ok(Settled::Interrupted);
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
+}
+
+/// What an envelope says about the task it stands for (never a value).
+struct About<'a> {
+    task_id: &'a str,
+    source: &'a str,
+    command: String,
+}
+
+fn headers_size(headers: &OwnedHeaders) -> usize {
+    headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 8).sum()
+}
+
+/// The most an envelope keeps of any one text (command and keys, source, a header), and of
+/// the original message's headers together: an envelope must fit any topic.
+const ENVELOPE_FIELD: usize = 4096;
+
+/// A dead letter for a message too large to dead-letter: the reason, the task's id, source,
+/// command and keys, the message's size and SHA-256, as JSON, with the header
+/// `payload: envelope`. Long texts are cut (marked), and the original message's headers are
+/// dropped when they are what is large.
+fn envelope(
+    payload: &[u8],
+    headers: &OwnedHeaders,
+    reason: DlqReason,
+    about: &About<'_>,
+) -> (Vec<u8>, OwnedHeaders) {
+    let cut = |text: &str| -> String {
+        if text.len() <= ENVELOPE_FIELD {
+            return text.to_string();
+        }
+        let mut at = ENVELOPE_FIELD;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        format!("{} ...(cut)", &text[..at])
+    };
+    let body = serde_json::json!({
+        "redis_retry_envelope": 1,
+        "note": "the dead letter was too large for the topic; this envelope stands for it",
+        "reason": reason.as_str(),
+        "task_id": cut(about.task_id),
+        "source": cut(about.source),
+        "command": cut(&about.command),
+        "payload_bytes": payload.len(),
+        "payload_sha256": hex::encode(sha2::Sha256::digest(payload)),
+    });
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let original = |h: &Header<&[u8]>| h.key.starts_with("original.");
+    let keep_original =
+        headers.iter().filter(original).map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum::<usize>()
+            <= ENVELOPE_FIELD;
+    let mut out = OwnedHeaders::new();
+    for h in headers.iter().filter(|h| keep_original || !original(h)) {
+        let value = h.value.map(|v| &v[..v.len().min(ENVELOPE_FIELD)]);
+        out = out.insert(Header { key: h.key, value });
+    }
+    (body, out.insert(Header { key: headers::PAYLOAD, value: Some(headers::ENVELOPE) }))
 }
 
 /// Counts and logs a task Redis has taken, `seconds` after it was sent.

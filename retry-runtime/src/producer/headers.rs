@@ -13,6 +13,11 @@ pub(crate) const ERROR: &str = "error";
 pub(crate) const SOURCE_TOPIC: &str = "source_topic";
 /// When it was dead-lettered, RFC 3339.
 pub(crate) const DEAD_LETTERED_AT: &str = "dead_lettered_at";
+/// Present, with [`ENVELOPE`], on a dead letter too large for its topic: the payload is an
+/// envelope describing the task, not the task.
+pub(crate) const PAYLOAD: &str = "payload";
+/// The value of [`PAYLOAD`] on an envelope.
+pub(crate) const ENVELOPE: &str = "envelope";
 
 /// Headers of a dead-lettered message: why, the last error, and where it came from.
 pub(crate) fn dlq_headers(reason: DlqReason, error: &str, source_topic: &str) -> OwnedHeaders {
