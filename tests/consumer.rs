@@ -6,18 +6,11 @@ mod support;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use redis::AsyncCommands;
 use redis_retry::{RedisTask, RetryConnection};
 use support::stack::{refuse_writes, wait_until, Stack};
-use support::Proxy;
-
-fn header(msg: &OwnedMessage, key: &str) -> Option<String> {
-    msg.headers()?
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
-}
+use support::{header, Proxy};
 
 fn task_of(msg: &OwnedMessage) -> RedisTask {
     RedisTask::from_json(msg.payload().unwrap_or_default()).expect("valid task")

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use redis::AsyncCommands;
 use redis_retry::scope::{self, ScopeMeta};
 use redis_retry::RetryConnection;
@@ -94,10 +94,7 @@ async fn a_non_idempotent_write_past_the_deadline_is_dead_lettered_as_ambiguous(
 
     let dlq = stack.kafka.read_messages(&format!("{}.dlq", stack.topic), 1, Duration::from_secs(10)).await;
     assert_eq!(dlq.len(), 1, "the INCR is dead-lettered, not queued for replay");
-    let reason = dlq[0]
-        .headers()
-        .and_then(|h| h.iter().find(|h| h.key == "reason").and_then(|h| h.value.map(<[u8]>::to_vec)));
-    assert_eq!(reason.as_deref(), Some(&b"ambiguous"[..]));
+    assert_eq!(support::header(&dlq[0], "reason").as_deref(), Some("ambiguous"));
     assert!(stack.tasks(1, Duration::from_secs(2)).await.is_empty(), "nothing on the main topic");
     assert!(dlq[0].payload().is_some());
 }

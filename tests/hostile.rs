@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use redis::AsyncCommands;
 use redis_retry::{RedisCmd, RedisTask};
@@ -14,14 +14,7 @@ use support::binary::{assert_config_error, run, stack_env, Consumer};
 use support::report::record;
 use support::slow::{calls, config_set, slow_sort, Probe};
 use support::stack::{refuse_writes, wait_until, Stack};
-use support::unique;
-
-fn header(msg: &OwnedMessage, key: &str) -> Option<String> {
-    msg.headers()?
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
-}
+use support::{header, unique};
 
 /// A producer for messages up to 4 MB (librdkafka's default stops at 1,000,000 bytes).
 fn large_producer(stack: &Stack) -> FutureProducer {

@@ -5,22 +5,16 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use redis::AsyncCommands;
 use redis_retry::signing::{SigningKey, SIGNATURE_HEADER};
 use redis_retry::RedisTask;
+use support::header;
 use support::report::record;
 use support::stack::{wait_until, Stack};
 
 const KEY: &str = "a shared secret for the poison test";
-
-fn header(msg: &OwnedMessage, key: &str) -> Option<String> {
-    msg.headers()?
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
-}
 
 /// `(name, payload, signed?, expected reason)`: signed payloads get a valid signature.
 fn poison() -> Vec<(&'static str, Vec<u8>, bool, &'static str)> {

@@ -41,6 +41,15 @@ pub fn go_timestamp_now() -> String {
     chrono::Utc::now().with_timezone(&east8).to_rfc3339_opts(chrono::SecondsFormat::Nanos, false)
 }
 
+/// The value of header `key` of a Kafka message, as text.
+pub fn header(msg: &rdkafka::message::OwnedMessage, key: &str) -> Option<String> {
+    use rdkafka::message::{Headers, Message};
+    msg.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+}
+
 /// Log output through the test writer (captured per test unless
 /// `--nocapture`), filtered by RUST_LOG. Safe to call from every test.
 pub fn init_tracing() {

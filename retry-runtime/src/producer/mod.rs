@@ -248,7 +248,7 @@ impl RetryProducer {
     /// returned, not spooled: the caller decides whether to retry.
     pub async fn publish_and_wait(&self, task: &RedisTask) -> Result<(), PublishError> {
         let main = &self.inner.topics.main;
-        self.send_waited(main, task.first_key(), &task.to_json(), None).await
+        self.send_bytes_and_wait(main, task.first_key(), &task.to_json(), None).await
     }
 
     /// Queues `task` for the dead-letter topic with its reason, and returns at once (spooled
@@ -262,16 +262,6 @@ impl RetryProducer {
     /// the retry tiers and the dead-letter topic). With a signing key, any signature among
     /// `headers` is replaced by one of `payload`.
     pub async fn send_bytes_and_wait(
-        &self,
-        topic: &str,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        headers: Option<OwnedHeaders>,
-    ) -> Result<(), PublishError> {
-        self.send_waited(topic, key, payload, headers).await
-    }
-
-    async fn send_waited(
         &self,
         topic: &str,
         key: Option<&[u8]>,
