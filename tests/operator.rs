@@ -58,6 +58,32 @@ fn settings_come_from_flags_then_environment_then_file_then_defaults() {
 }
 
 #[test]
+fn the_signing_key_comes_from_a_flag_or_a_file_and_is_never_printed() {
+    let key = "a-signing-key-of-32-bytes-length";
+    let file = temp_file("signing.key", &format!("{key}\n"));
+    for args in
+        [vec!["config", "--signing-key", key], vec!["config", "--signing-key-file", file.to_str().unwrap()]]
+    {
+        let out = run(&args, &[], b"");
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let shown = text(&out.stdout);
+        assert_eq!(setting(&shown, "signing_key"), "***", "{args:?}: the key is set, and masked");
+        assert!(!shown.contains(key), "{args:?}: the key is never printed:\n{shown}");
+    }
+    let both = run(&["config", "--signing-key", key, "--signing-key-file", file.to_str().unwrap()], &[], b"");
+    assert_eq!(both.status.code(), Some(2), "a key from two places is refused");
+}
+
+#[test]
+fn topics_ensure_against_no_broker_fails_naming_the_brokers_it_tried() {
+    // Nothing listens on port 1.
+    let out = run(&["topics", "ensure", "--brokers", "127.0.0.1:1"], &[], b"");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a runtime failure, not a bad setting:\n{stderr}");
+    assert!(stderr.contains("no Kafka broker of 127.0.0.1:1 answered"), "names the brokers:\n{stderr}");
+}
+
+#[test]
 fn bad_configuration_names_the_setting_and_exits_2() {
     let typo = temp_file("typo.toml", "brokerz = \"x\"\n");
     let bad_type = temp_file("type.toml", "partitions = \"many\"\n");
@@ -71,6 +97,8 @@ fn bad_configuration_names_the_setting_and_exits_2() {
         (vec!["config"], vec![("REDIS_RETRY_MAX_AGE", "0s".into())], "max_age"),
         (vec!["config", "--retry-base-delay", "10m", "--retry-max-delay", "1m"], vec![], "retry_base_delay"),
         (vec!["consume", "--metrics-addr", "not-an-address"], vec![], "--metrics-addr"),
+        (vec!["config", "--signing-key", "too-short"], vec![], "signing_key"),
+        (vec!["config", "--signing-key-file", "/nonexistent/redis-retry.key"], vec![], "--signing-key-file"),
     ];
     for (args, env, names) in cases {
         let stderr = assert_config_error(&args, &env, names);

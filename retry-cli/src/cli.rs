@@ -85,6 +85,15 @@ pub struct KafkaFlags {
     #[arg(long = "kafka-property", short = 'X', value_name = "KEY=VALUE", value_parser = key_value)]
     #[serde(rename = "kafka", serialize_with = "as_map", skip_serializing_if = "Vec::is_empty")]
     pub kafka_properties: Vec<(String, String)>,
+    /// Key of 16+ bytes: check HMAC-SHA256 signatures, sign re-publishes [env: REDIS_RETRY_SIGNING_KEY].
+    /// Other users can read a command line: prefer --signing-key-file.
+    #[arg(long, value_name = "KEY", conflicts_with = "signing_key_file")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+    /// File holding the signing key (a trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// How the consumer applies tasks.
@@ -247,6 +256,9 @@ struct FlagLayer<'a> {
     kafka: Option<&'a KafkaFlags>,
     #[serde(flatten)]
     consume: Option<&'a ConsumeFlags>,
+    /// Read from `--signing-key-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signing_key: Option<String>,
 }
 
 impl Cli {
@@ -261,14 +273,28 @@ impl Cli {
             | Command::Dlq { action: DlqCommand::Replay { kafka, .. } }
             | Command::Dlq { action: DlqCommand::Purge { kafka, .. } } => (Some(kafka), None),
         };
-        FlagLayer { log: &self.log, kafka, consume }
+        FlagLayer { log: &self.log, kafka, consume, signing_key: None }
     }
+}
+
+/// The key in `--signing-key-file`, if given.
+fn signing_key_from_file(layer: &FlagLayer<'_>) -> Result<Option<String>, SetupError> {
+    let Some(path) = layer.kafka.and_then(|k| k.signing_key_file.as_ref()) else { return Ok(None) };
+    let key = std::fs::read_to_string(path).map_err(|e| {
+        SetupError::Config(format!("--signing-key-file: cannot read {}: {e}", path.display()))
+    })?;
+    Ok(Some(key.trim_end_matches(['\n', '\r']).to_string()))
 }
 
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::resolve(cli.config.as_deref(), &cli.flag_layer()) {
+    let mut layer = cli.flag_layer();
+    layer.signing_key = match signing_key_from_file(&layer) {
+        Ok(key) => key,
+        Err(e) => return config_error(&e),
+    };
+    let settings = match Settings::resolve(cli.config.as_deref(), &layer) {
         Ok(s) => s,
         Err(e) => return config_error(&e),
     };

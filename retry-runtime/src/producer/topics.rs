@@ -66,7 +66,15 @@ pub fn check_topic_name(setting: &str, name: &str) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// How long topic creation waits for a broker to answer at all.
+const UNANSWERED_AFTER: Duration = Duration::from_secs(10);
+
 /// Creates `names` through the admin API; topics that already exist are fine.
+///
+/// # Errors
+///
+/// [`SetupError::Runtime`] naming the brokers when none answers within 10 s; Kafka's own
+/// error when it refuses a topic.
 pub async fn ensure_topics(
     client: &ClientConfig,
     names: &[&str],
@@ -79,8 +87,20 @@ pub async fn ensure_topics(
     let admin: AdminClient<DefaultClientContext> = client.create()?;
     let new: Vec<NewTopic<'_>> =
         names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication))).collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
-    for result in admin.create_topics(&new, &opts).await? {
+    // librdkafka's own request time-out is a minute: an unreachable broker should be named
+    // sooner than that.
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(15)))
+        .request_timeout(Some(UNANSWERED_AFTER));
+    let results = admin.create_topics(&new, &opts).await.map_err(|e| match e {
+        KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut) => SetupError::Runtime(format!(
+            "no Kafka broker of {} answered within {} s ({e})",
+            client.get("bootstrap.servers").unwrap_or("(no bootstrap.servers)"),
+            UNANSWERED_AFTER.as_secs()
+        )),
+        e => SetupError::Kafka(e),
+    })?;
+    for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
