@@ -156,14 +156,15 @@ async fn dlq_list_replay_and_purge_round_trip() {
     let group = unique("group");
     let env = stack_env(&stack, &group);
     let secret = "value-never-shown";
-    for (key, source, reason) in [
-        ("user:1", "Repo.A", DlqReason::MaxRetries),
-        ("user:2", "Repo.A", DlqReason::Expired),
-        ("user:3", "Repo.B", DlqReason::PermanentError),
+    let long_error = format!("ERR boom {}", "x".repeat(200));
+    for (key, source, reason, retries) in [
+        ("user:1", "Repo.A", DlqReason::MaxRetries, 3),
+        ("user:2", "Repo.A", DlqReason::Expired, 0),
+        ("user:3", "Repo.B", DlqReason::PermanentError, 1),
     ] {
         let mut task = RedisTask::set(key, secret, Duration::ZERO).unwrap().with_source(source);
-        task.retry_count = 3;
-        stack.producer.dead_letter(&task, reason, "ERR boom").unwrap();
+        task.retry_count = retries;
+        stack.producer.dead_letter(&task, reason, &long_error).unwrap();
     }
     stack.producer.flush(Duration::from_secs(10)).unwrap();
 
@@ -181,7 +182,18 @@ async fn dlq_list_replay_and_purge_round_trip() {
     let rows: Vec<serde_json::Value> =
         text(&json.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert_eq!(rows.len(), 3);
-    assert_eq!(rows[0]["attempts"], 4);
+    let attempts: Vec<_> = rows.iter().map(|r| (r["reason"].clone(), r["attempts"].clone())).collect();
+    assert_eq!(
+        attempts,
+        [
+            (serde_json::json!("max_retries"), serde_json::json!(4)),
+            (serde_json::json!("expired"), serde_json::json!(0)),
+            (serde_json::json!("permanent_error"), serde_json::json!(2)),
+        ],
+        "tries that reached Redis: none for a task expired before its first"
+    );
+    assert!(rows.iter().all(|r| r["error"] == long_error.as_str()), "JSON never cuts the error: {rows:?}");
+    assert!(table.contains(&long_error), "nor does the table:\n{table}");
 
     let replay = run(&["dlq", "replay", "--filter", "source=Repo.A"], &env, b"");
     assert!(replay.status.success(), "{}", text(&replay.stderr));

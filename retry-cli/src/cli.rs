@@ -643,7 +643,6 @@ async fn dlq(settings: &Settings, action: DlqCommand) -> Result<ExitCode, SetupE
 fn entry_columns(e: &DlqEntry) -> [String; 7] {
     let key = e.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_else(|| "-".into());
     let age = e.age().map(|a| humantime::format_duration(Duration::from_secs(a.as_secs())).to_string());
-    let error: String = escape_controls(&e.error).chars().take(60).collect();
     [
         escape_controls(&e.reason).into_owned(),
         escape_controls(e.source()).into_owned(),
@@ -651,16 +650,18 @@ fn entry_columns(e: &DlqEntry) -> [String; 7] {
         escape_controls(&key).into_owned(),
         age.unwrap_or_else(|| "-".into()),
         e.attempts().to_string(),
-        error,
+        // The last column: nothing after it to keep aligned, so it is never cut.
+        escape_controls(&e.error).into_owned(),
     ]
 }
 
 fn entry_json(e: &DlqEntry) -> String {
-    let [reason, source, command, key, age, attempts, error] = entry_columns(e);
+    // JSON escapes control characters itself, and never cuts a field.
+    let [reason, source, command, key, age, _, _] = entry_columns(e);
     serde_json::json!({
         "partition": e.partition, "offset": e.offset, "reason": reason, "source": source,
-        "command": command, "key": key, "age": age, "attempts": attempts.parse::<u32>().unwrap_or(0),
-        "error": error, "task_id": e.task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+        "command": command, "key": key, "age": age, "attempts": e.attempts(),
+        "error": e.error, "task_id": e.task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
     })
     .to_string()
 }

@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::errors::SetupError;
+use crate::errors::{DlqReason, SetupError};
 use crate::producer::{headers, ProducerConfig, RetryProducer};
 use crate::task::RedisTask;
 
@@ -68,9 +68,21 @@ impl DlqEntry {
         self.envelope.is_some()
     }
 
-    /// Applies the consumer made before giving up.
+    /// How many times the consumer sent the task to Redis before giving up: its retries, plus
+    /// the attempt that failed when the reason says Redis was reached. A task refused before
+    /// Redis (malformed, forbidden, expired, ambiguous, ...) that was never retried has none.
     pub fn attempts(&self) -> u32 {
-        self.task.as_ref().map(|t| t.retry_count + 1).unwrap_or(0)
+        let Ok(task) = &self.task else { return 0 };
+        let reached_redis = [
+            DlqReason::PermanentError,
+            DlqReason::MaxRetries,
+            DlqReason::TimedOut,
+            DlqReason::ScriptTimeout,
+            DlqReason::KafkaRefused,
+        ]
+        .iter()
+        .any(|r| r.as_str() == self.reason);
+        task.retry_count + u32::from(reached_redis)
     }
 
     /// Time since the failure was captured (or, failing that, dead-lettered).
