@@ -143,7 +143,7 @@ pub(crate) async fn apply<C: ConnectionLike + Clone>(
 ) -> Applied {
     if task.mode == Mode::Log {
         metrics::counter!(counters::LOGGED).increment(1);
-        tracing::warn!(keys = %task.describe(), source = %task.source, "task in log mode: logged, not applied");
+        tracing::warn!(command = %task.log_commands(), keys = %task.log_keys(), source = %task.source, "task in log mode: logged, not applied");
         return Applied::Ok;
     }
     let redis = target.redis;
@@ -488,7 +488,7 @@ fn judge<'a>(task: &RedisTask, guarded: bool, replies: impl Iterator<Item = &'a 
     match worst {
         None if already_applied => {
             metrics::counter!(counters::DEDUPLICATED).increment(1);
-            tracing::info!(task_id = %task.id, keys = %task.describe(), "non-idempotent task already applied; not applied again");
+            tracing::info!(task_id = %task.id, command = %task.log_commands(), keys = %task.log_keys(), "non-idempotent task already applied; not applied again");
             Applied::Ok
         }
         None => Applied::Ok,

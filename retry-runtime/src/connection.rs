@@ -134,9 +134,10 @@ impl<C> RetryConnection<C> {
                 metrics::counter!(counters::LOGGED).increment(1);
                 tracing::warn!(
                     error = %task.original_err,
-                    keys = %task.describe(),
+                    command = %task.log_commands(),
+                    keys = %task.log_keys(),
                     source = %task.source,
-                    trace_id = %task.trace_id,
+                    trace_id = task.log_trace_id(),
                     "redis write failed on a read path (mode = log); not retried"
                 );
             }
@@ -146,12 +147,9 @@ impl<C> RetryConnection<C> {
             },
             Mode::Replay if !idempotent && delivery == Delivery::Ambiguous => {
                 // It may have run: replaying could apply it twice, so a person decides.
+                let Some(producer) = producer else { return no_producer(&task) };
                 report_ambiguous_capture(&task);
-                let result = match producer {
-                    Some(p) => p.dead_letter(&task, DlqReason::Ambiguous, &task.original_err),
-                    None => Err(crate::PublishError::NoProducer),
-                };
-                if let Err(e) = result {
+                if let Err(e) = producer.dead_letter(&task, DlqReason::Ambiguous, &task.original_err) {
                     report_unqueued(&task, &e);
                 }
             }
@@ -161,14 +159,18 @@ impl<C> RetryConnection<C> {
 }
 
 fn publish(producer: Option<&RetryProducer>, task: &RedisTask) {
+    let Some(producer) = producer else { return no_producer(task) };
     report_capture(task);
-    let result = match producer {
-        Some(p) => p.publish(task),
-        None => Err(crate::PublishError::NoProducer),
-    };
-    if let Err(e) = result {
+    if let Err(e) = producer.publish(task) {
         report_unqueued(task, &e);
     }
+}
+
+/// One line saying nothing was queued, rather than "sending it to the retry queue" followed
+/// by a failure that reads like Kafka's.
+fn no_producer(task: &RedisTask) {
+    metrics::counter!(counters::CAPTURED).increment(1);
+    report_unqueued(task, &crate::PublishError::NoProducer);
 }
 
 fn parts(cmd: &Cmd) -> Vec<&[u8]> {

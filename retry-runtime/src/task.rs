@@ -748,21 +748,41 @@ impl RedisTask {
         }
     }
 
-    /// A short description for logs: command names and keys, never values.
+    /// A short description for tables: command names and keys, never values (`set [user:1]`).
     pub fn describe(&self) -> String {
-        let keys: Vec<String> =
-            self.touched_keys().iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
-        let commands = match self.kind {
-            TaskKind::Simple => self.command.to_ascii_lowercase(),
+        format!("{} [{}]", self.log_commands().to_ascii_lowercase(), self.log_keys())
+    }
+
+    /// The commands for a log's `command` field, spelled as Redis documents them: `SETEX`,
+    /// `DEL,HSET` for a pipeline, `EVAL` for a script.
+    pub fn log_commands(&self) -> String {
+        match self.kind {
+            TaskKind::Simple => self.command.to_ascii_uppercase(),
             TaskKind::Pipeline => self
                 .pipeline_cmds
                 .iter()
-                .map(|c| c.command.to_ascii_lowercase())
+                .map(|c| c.command.to_ascii_uppercase())
                 .collect::<Vec<_>>()
                 .join(","),
-            TaskKind::Lua => "eval".to_string(),
-        };
-        format!("{commands} [{}]", keys.join(" "))
+            TaskKind::Lua => "EVAL".to_string(),
+        }
+    }
+
+    /// The keys the task touches, space-separated, for a log's `keys` field (never values).
+    pub fn log_keys(&self) -> String {
+        let keys: Vec<String> =
+            self.touched_keys().iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+        keys.join(" ")
+    }
+
+    /// `trace_id` for a log, absent rather than empty.
+    pub fn log_trace_id(&self) -> Option<&str> {
+        Some(self.trace_id.as_str()).filter(|t| !t.is_empty())
+    }
+
+    /// `user_uuid` for a log, absent rather than empty.
+    pub fn log_user_uuid(&self) -> Option<&str> {
+        Some(self.user_uuid.as_str()).filter(|u| !u.is_empty())
     }
 
     /// The name of the command for logs (`command` field): the simple command, `pipeline` or `lua`.

@@ -287,7 +287,7 @@ where
                 Applied::Ok => return applied_once(&task, started.elapsed().as_secs_f64(), is_tier),
                 Applied::Unreachable(err) => {
                     if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        tracing::warn!(error = %err, keys = %task.describe(), "redis unreachable; waiting for it before applying");
+                        tracing::warn!(error = %err, command = %task.log_commands(), keys = %task.log_keys(), "redis unreachable; waiting for it before applying");
                         last_warning = Some(Instant::now());
                     }
                     if !sleep_or_stop(backoff, stop).await {
@@ -314,7 +314,7 @@ where
                 // task's, and it is never sent again before Redis is through with it. Only
                 // idempotent or guarded tasks come here (the guard tells the retry whether
                 // the write ran); others time out as ambiguous.
-                tracing::warn!(error = %err, keys = %task.describe(), task_id = %task.id, timeout = "response",
+                tracing::warn!(error = %err, command = %task.log_commands(), keys = %task.log_keys(), task_id = %task.id, timeout = "response",
                     "redis did not answer the task in time");
                 self.be_careful();
                 if !self.wait_until_answering(stop).await {
@@ -426,7 +426,7 @@ where
                 error = %task.original_err,
                 retry_count = task.retry_count,
                 max_retries = task.max_retries,
-                keys = %task.describe(),
+                command = %task.log_commands(), keys = %task.log_keys(),
                 source = %task.source,
                 task_id = %task.id,
                 "redis task reached max retries, giving up"
@@ -444,7 +444,7 @@ where
             max_retries = task.max_retries,
             delay_ms = delay.as_millis() as u64,
             tier = %tier,
-            keys = %task.describe(),
+            command = %task.log_commands(), keys = %task.log_keys(),
             task_id = %task.id,
             "redis task failed, retrying later"
         );
@@ -472,7 +472,7 @@ where
         stop: &mut watch::Receiver<bool>,
     ) -> Settled {
         if reason != DlqReason::MaxRetries && reason != DlqReason::TimedOut {
-            tracing::error!(reason = %reason, error = %error, keys = %task.describe(), source = %task.source, task_id = %task.id, "task dead-lettered");
+            tracing::error!(reason = %reason, error = %error, command = %task.log_commands(), keys = %task.log_keys(), source = %task.source, task_id = %task.id, "task dead-lettered");
         }
         let headers = dlq_headers(reason, error, source_topic);
         let about = About { task_id: &task.id, source: &task.source, command: task.describe() };
@@ -649,6 +649,6 @@ fn envelope(
 fn applied_once(task: &RedisTask, seconds: f64, is_tier: bool) -> Settled {
     metrics::counter!(counters::APPLIED).increment(1);
     metrics::histogram!(counters::APPLY_SECONDS).record(seconds);
-    tracing::debug!(task_id = %task.id, keys = %task.describe(), retry_count = task.retry_count, is_tier, "task applied");
+    tracing::debug!(task_id = %task.id, command = %task.log_commands(), keys = %task.log_keys(), retry_count = task.retry_count, is_tier, "task applied");
     Settled::Done
 }

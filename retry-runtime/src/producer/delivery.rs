@@ -30,8 +30,8 @@ impl About {
     pub(super) fn task(task: &RedisTask) -> About {
         About {
             task_type: task.kind.as_str(),
-            command: task.command_name().to_string(),
-            keys: task.describe(),
+            command: task.log_commands(),
+            keys: task.log_keys(),
             source: task.source.clone(),
             task_id: task.id.to_string(),
             original_error: task.original_err.clone(),

@@ -81,10 +81,10 @@ pub(super) fn log_capture(task: &RedisTask, what: &str) {
     tracing::error!(
         error = %task.original_err,
         task_type = task.kind.as_str(),
-        command = %task.command_name(),
-        keys = %task.describe(),
-        trace_id = %task.trace_id,
-        user_uuid = %task.user_uuid,
+        command = %task.log_commands(),
+        keys = %task.log_keys(),
+        trace_id = task.log_trace_id(),
+        user_uuid = task.log_user_uuid(),
         source = %task.source,
         task_id = %task.id,
         "{what}"
@@ -98,12 +98,30 @@ pub(crate) fn report_unqueued(task: &RedisTask, err: &PublishError) {
         _ => "queue",
     };
     metrics::counter!(counters::ENQUEUE_FAILURES, "reason" => reason).increment(1);
+    if matches!(err, PublishError::NoProducer) {
+        // Not a Kafka failure: nothing was sent anywhere, and the line must say so plainly.
+        tracing::error!(
+            error = %task.original_err,
+            task_type = task.kind.as_str(),
+            command = %task.log_commands(),
+            keys = %task.log_keys(),
+            trace_id = task.log_trace_id(),
+            user_uuid = task.log_user_uuid(),
+            source = %task.source,
+            task_id = %task.id,
+            "redis write failed and NOTHING WAS QUEUED: no redis-retry producer is installed \
+             (call redis_retry::init_global_producer at start-up, or RetryConnection::with_producer)"
+        );
+        return;
+    }
     tracing::error!(
         kafka_error = %err,
         original_error = %task.original_err,
         task_type = task.kind.as_str(),
-        command = %task.command_name(),
-        keys = %task.describe(),
+        command = %task.log_commands(),
+        keys = %task.log_keys(),
+        trace_id = task.log_trace_id(),
+        user_uuid = task.log_user_uuid(),
         source = %task.source,
         task_id = %task.id,
         "could not queue redis retry task"
