@@ -7,33 +7,11 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use redis::AsyncCommands;
 use redis_retry::scope::{self, ScopeMeta};
 use redis_retry::{RetryConnection, TaskContext};
+use support::logs::Captured;
 use support::{Proxy, RedisServer};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines_about(&self, key: &str) -> Vec<String> {
-        let text = String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-        text.lines().filter(|l| l.contains(key)).map(str::to_string).collect()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_without_a_producer_is_one_plain_line_with_clean_fields() {

@@ -7,11 +7,12 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis_retry::{redis_retry, scope, Mode, RetryConnection, ScopeMeta, TaskContext, TaskKind};
+use support::logs::Captured;
 use support::stack::{manager_through, wait_until, Stack};
 use support::Proxy;
 
@@ -299,20 +300,6 @@ async fn invalidate_mode_queues_a_delete_of_the_touched_keys() {
     assert!(!String::from_utf8_lossy(&task.to_json()).contains("\"v2\""), "no value travels");
 }
 
-/// What a `tracing` subscriber writes, kept for the test to read.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 // Current-thread runtime: the log line is written on this thread, where the test's subscriber is.
 #[tokio::test(flavor = "current_thread")]
 async fn log_mode_queues_nothing_and_logs_the_failed_backfill() {
@@ -330,7 +317,7 @@ async fn log_mode_queues_nothing_and_logs_the_failed_backfill() {
     assert_eq!(repo.get_user_info("u2").await, "user u2", "the read path answers from the database");
 
     assert!(stack.tasks(1, Duration::from_secs(3)).await.is_empty(), "log mode queues nothing");
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let line = logs
         .lines()
         .find(|l| l.contains("mode = log") && l.contains("not retried"))

@@ -3,38 +3,17 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis_retry::scope::{self, ScopeMeta};
 use redis_retry::{Mode, RedisTask, RetryConnection};
 use support::binary::{run, stack_env, Consumer};
+use support::logs::Captured;
 use support::stack::{refuse_writes, wait_until, Stack};
 use support::Proxy;
 
 const SECRET: &str = "s3cr3t-value-7f1c";
-
-/// Everything the process logs, at every level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_never_appear_in_logs_or_dlq_listings() {

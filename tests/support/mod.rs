@@ -8,6 +8,7 @@
 pub mod binary;
 pub mod cluster;
 mod kafka_broker;
+pub mod logs;
 mod process;
 mod proxy;
 mod redis_server;

@@ -78,17 +78,7 @@ pub(crate) fn report_ambiguous_capture(task: &RedisTask) {
 
 pub(super) fn log_capture(task: &RedisTask, what: &str) {
     metrics::counter!(counters::CAPTURED).increment(1);
-    tracing::error!(
-        error = %task.original_err,
-        task_type = task.kind.as_str(),
-        command = %task.log_commands(),
-        keys = %task.log_keys(),
-        trace_id = task.log_trace_id(),
-        user_uuid = task.log_user_uuid(),
-        source = %task.source,
-        task_id = %task.id,
-        "{what}"
-    );
+    log_task(task, None, what);
 }
 
 pub(crate) fn report_unqueued(task: &RedisTask, err: &PublishError) {
@@ -98,25 +88,24 @@ pub(crate) fn report_unqueued(task: &RedisTask, err: &PublishError) {
         _ => "queue",
     };
     metrics::counter!(counters::ENQUEUE_FAILURES, "reason" => reason).increment(1);
-    if matches!(err, PublishError::NoProducer) {
+    match err {
         // Not a Kafka failure: nothing was sent anywhere, and the line must say so plainly.
-        tracing::error!(
-            error = %task.original_err,
-            task_type = task.kind.as_str(),
-            command = %task.log_commands(),
-            keys = %task.log_keys(),
-            trace_id = task.log_trace_id(),
-            user_uuid = task.log_user_uuid(),
-            source = %task.source,
-            task_id = %task.id,
+        PublishError::NoProducer => log_task(
+            task,
+            None,
             "redis write failed and NOTHING WAS QUEUED: no redis-retry producer is installed \
-             (call redis_retry::init_global_producer at start-up, or RetryConnection::with_producer)"
-        );
-        return;
+             (call redis_retry::init_global_producer at start-up, or RetryConnection::with_producer)",
+        ),
+        err => log_task(task, Some(err), "could not queue redis retry task"),
     }
+}
+
+/// One error line about a task: what happened, the Redis error, and where the write came from;
+/// the fields every line about a captured write shares, never a value.
+fn log_task(task: &RedisTask, kafka_error: Option<&PublishError>, what: &str) {
     tracing::error!(
-        kafka_error = %err,
-        original_error = %task.original_err,
+        error = %task.original_err,
+        kafka_error = kafka_error.map(tracing::field::display),
         task_type = task.kind.as_str(),
         command = %task.log_commands(),
         keys = %task.log_keys(),
@@ -124,6 +113,6 @@ pub(crate) fn report_unqueued(task: &RedisTask, err: &PublishError) {
         user_uuid = task.log_user_uuid(),
         source = %task.source,
         task_id = %task.id,
-        "could not queue redis retry task"
+        "{what}"
     );
 }
