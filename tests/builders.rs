@@ -139,3 +139,43 @@ async fn every_builder_applies_exactly_as_the_command_would() {
     assert_eq!(raw, binary, "binary value survives byte for byte");
     stack.stop_consumer().await.expect("clean stop");
 }
+
+/// What goes on the wire says what the task means to any consumer, the seed's Go one included
+/// (it ignores `mode`): an invalidation travels as the `DEL` it stands for, and a task in log
+/// mode never travels at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_travels_as_its_del_and_a_log_mode_task_is_never_published() {
+    use redis_retry::{Mode, PublishError, TaskKind};
+
+    let stack = Stack::start().await;
+    let set = RedisTask::set("user:info:7", "stale-value", Duration::from_secs(60)).unwrap();
+    let invalidate = set.clone().with_mode(Mode::Invalidate);
+    stack.producer.publish_and_wait(&invalidate).await.expect("published");
+    let pipeline = RedisTask::pipeline(vec![
+        RedisCmd::new("hset", ["user:8", "name", "stale-value"]),
+        RedisCmd::new("sadd", ["friends:8", "user9"]),
+    ])
+    .unwrap()
+    .with_mode(Mode::Invalidate);
+    stack.producer.publish(&pipeline).expect("queued");
+
+    let log_only = set.clone().with_mode(Mode::Log);
+    assert!(matches!(stack.producer.publish_and_wait(&log_only).await, Err(PublishError::LogMode)));
+    assert!(matches!(stack.producer.publish(&log_only), Err(PublishError::LogMode)));
+    stack.producer.flush(Duration::from_secs(10)).unwrap();
+
+    let tasks = stack.tasks(3, Duration::from_secs(10)).await;
+    assert_eq!(tasks.len(), 2, "the log-mode task never reached the topic: {tasks:?}");
+    // Two keys may sit on two partitions: find each task by its shape, not its place.
+    let single = tasks.iter().find(|t| t.kind == TaskKind::Simple).expect("the SET's invalidation");
+    let pipeline = tasks.iter().find(|t| t.kind == TaskKind::Pipeline).expect("the pipeline's");
+    assert_eq!((single.kind, single.command.as_str()), (TaskKind::Simple, "del"));
+    assert_eq!(single.first_key(), Some(&b"user:info:7"[..]));
+    assert_eq!(single.id, invalidate.id, "the same task, as the DEL it stands for");
+    let dels: Vec<(&str, Vec<u8>)> =
+        pipeline.pipeline_cmds.iter().map(|c| (c.command.as_str(), c.args[0].as_bytes().to_vec())).collect();
+    assert_eq!(dels, [("del", b"user:8".to_vec()), ("del", b"friends:8".to_vec())]);
+    for task in &tasks {
+        assert!(!String::from_utf8_lossy(&task.to_json()).contains("stale-value"), "no value travels");
+    }
+}

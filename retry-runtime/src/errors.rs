@@ -292,6 +292,13 @@ pub enum PublishError {
     /// Kafka cannot take the task and the producer's spool refused it (full, I/O error).
     #[error("kafka cannot take the task and the spool refused it: {0}")]
     Spool(#[from] crate::spool::SpoolError),
+    /// The task is in `log` mode: such a failure is logged, never queued (a consumer that
+    /// ignores `mode`, as the seed's Go consumer does, would apply it).
+    #[error("a task in log mode is only logged, never queued")]
+    LogMode,
+    /// The task is in `invalidate` mode but touches no key to delete.
+    #[error("cannot queue the task: {0}")]
+    Task(#[from] TaskError),
 }
 
 /// Why the producer or consumer could not be set up or run.

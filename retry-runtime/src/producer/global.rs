@@ -85,6 +85,7 @@ pub(crate) fn report_unqueued(task: &RedisTask, err: &PublishError) {
     let reason = match err {
         PublishError::NoProducer => "no_producer",
         PublishError::Spool(_) => "spool_refused",
+        PublishError::LogMode | PublishError::Task(_) => "not_queueable",
         _ => "queue",
     };
     metrics::counter!(counters::ENQUEUE_FAILURES, "reason" => reason).increment(1);

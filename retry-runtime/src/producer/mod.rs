@@ -42,7 +42,7 @@ use tokio::sync::oneshot;
 
 use crate::errors::{DlqReason, PublishError, SetupError};
 use crate::spool::{Lane, Record, Spool, SpoolError, SpoolStats};
-use crate::task::RedisTask;
+use crate::task::{Mode, RedisTask};
 use delivery::*;
 use drainer::*;
 
@@ -78,6 +78,15 @@ impl Drop for Inner {
         // Give queued tasks a chance to leave before the process goes away. What is still
         // queued after that is purged when the producer drops, and spooled by the callback.
         let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
+
+/// The task as it goes on the main topic: what it means, whatever consumer reads it.
+fn on_the_wire(task: &RedisTask) -> Result<std::borrow::Cow<'_, RedisTask>, PublishError> {
+    match task.mode {
+        Mode::Replay => Ok(std::borrow::Cow::Borrowed(task)),
+        Mode::Invalidate => Ok(std::borrow::Cow::Owned(task.invalidation()?)),
+        Mode::Log => Err(PublishError::LogMode),
     }
 }
 
@@ -240,13 +249,20 @@ impl RetryProducer {
     /// background. With a spool, a task Kafka cannot take is kept there and re-published
     /// later; without one, a failure is logged (`kafka_error`, `original_error`, `task_type`)
     /// and counted.
+    ///
+    /// The wire says what the task means to any consumer, the seed's Go one included, which
+    /// ignores `mode`: a task in `invalidate` mode travels as the `DEL` of every key it touches
+    /// ([`RedisTask::invalidation`]), and one in `log` mode is refused
+    /// ([`PublishError::LogMode`]).
     pub fn publish(&self, task: &RedisTask) -> Result<(), PublishError> {
+        let task = on_the_wire(task)?;
         self.send_direct(&self.inner.topics.main, task.first_key(), &task.to_json(), None)
     }
 
     /// Queues `task` for the main topic and waits for Kafka's acknowledgement. A failure is
     /// returned, not spooled: the caller decides whether to retry.
     pub async fn publish_and_wait(&self, task: &RedisTask) -> Result<(), PublishError> {
+        let task = on_the_wire(task)?;
         let main = &self.inner.topics.main;
         self.send_bytes_and_wait(main, task.first_key(), &task.to_json(), None).await
     }
