@@ -221,9 +221,21 @@ where
                 return Err(Refused { reason: DlqReason::Unauthenticated, error: why.to_string() });
             }
         }
-        let mut task = RedisTask::from_json(payload)
-            .and_then(|t| t.validate_for_replay(self.config.allow_lua).map(|()| t))
+        let decoded = crate::task::decode(payload)
+            .and_then(|d| d.task.validate_for_replay(self.config.allow_lua).map(|()| d))
             .map_err(|e| Refused { reason: e.dlq_reason(), error: e.to_string() })?;
+        let mut task = decoded.task;
+        if task.id.is_empty() {
+            // A Go task carries no id. Where it was first read tells two Go messages with the
+            // same bytes apart and names a redelivery of the same one; it travels with the task
+            // to the tiers and the DLQ, so the at-most-once guard of a non-idempotent task holds
+            // across its retries.
+            task.id = format!("{}:{}:{}", msg.topic(), msg.partition(), msg.offset());
+        }
+        if let Some(asked) = decoded.max_retries_asked {
+            tracing::warn!(max_retries = asked, used = task.max_retries, source = %task.source, task_id = %task.id,
+                "a task asked for max_retries outside 0..=100 (Go's WithMaxRetries takes any int); using the nearest bound");
+        }
         if let Some(due) = task.not_before.filter(|_| is_tier) {
             let latest = self.config.latest_schedule();
             let ahead = (due - chrono::Utc::now()).to_std().unwrap_or_default();
@@ -236,11 +248,6 @@ where
                 );
                 return Err(Refused { reason: DlqReason::BadSchedule, error });
             }
-        }
-        if task.id.is_empty() {
-            // The seed's tasks carry no id; the payload names a delivery just as well, and the
-            // at-most-once guard of non-idempotent tasks needs one.
-            task.id = sha1_smol::Sha1::from(payload).digest().to_string();
         }
         Ok(task)
     }

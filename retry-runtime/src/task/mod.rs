@@ -2,18 +2,23 @@
 //!
 //! The JSON form is wire-compatible with the seed's Go `RedisTask`: a message exactly as Go's
 //! `encoding/json` marshals that struct is accepted (its `null` slices, RFC 3339 timestamps with
-//! nanoseconds and an offset, `args` as strings and numbers). Fields added here (`id`, `mode`,
-//! `atomic`, `not_before`) are optional on input.
+//! nanoseconds and an offset, `args` as strings and numbers), and so is the later Go services'
+//! DEL-only form (see `wire`). Fields added here (`id`, `mode`, `atomic`, `not_before`,
+//! `span_id`, `parent_span_id`) are optional on input.
 
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::commands::{self, Access};
 use crate::errors::TaskError;
+
+mod arg;
+mod wire;
+
+pub use arg::Arg;
+pub(crate) use wire::decode;
 
 /// Retries a task gets when nobody says otherwise (the seed's default).
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
@@ -94,150 +99,13 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// One argument of a Redis command, kept as the exact bytes Redis saw.
-///
-/// On the wire it is a JSON string when the bytes are UTF-8 (what the seed writes) and
-/// `{"b64": "..."}` otherwise, so binary values survive byte for byte. JSON numbers and booleans
-/// from the seed are accepted and turned into the text Redis would have received from go-redis.
-///
-/// ```
-/// use redis_retry_runtime::Arg;
-/// let arg: Arg = serde_json::from_str("300").unwrap();
-/// assert_eq!(arg.as_bytes(), b"300");
-/// let binary = Arg::from(vec![0xff, 0x00]);
-/// let json = serde_json::to_string(&binary).unwrap();
-/// assert_eq!(json, r#"{"b64":"/wA="}"#);
-/// assert_eq!(serde_json::from_str::<Arg>(&json).unwrap(), binary);
-/// ```
-#[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct Arg(Vec<u8>);
-
-impl Arg {
-    /// The bytes Redis receives.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// Consumes the argument, giving its bytes.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-}
-
-// Values must never reach logs, so Debug shows only the size.
-impl fmt::Debug for Arg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Arg({} bytes)", self.0.len())
-    }
-}
-
-impl From<Vec<u8>> for Arg {
-    fn from(v: Vec<u8>) -> Self {
-        Arg(v)
-    }
-}
-impl From<&[u8]> for Arg {
-    fn from(v: &[u8]) -> Self {
-        Arg(v.to_vec())
-    }
-}
-impl From<&str> for Arg {
-    fn from(v: &str) -> Self {
-        Arg(v.as_bytes().to_vec())
-    }
-}
-impl From<String> for Arg {
-    fn from(v: String) -> Self {
-        Arg(v.into_bytes())
-    }
-}
-impl From<&String> for Arg {
-    fn from(v: &String) -> Self {
-        Arg(v.as_bytes().to_vec())
-    }
-}
-macro_rules! arg_from_display {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Arg {
-            fn from(v: $t) -> Self {
-                Arg(v.to_string().into_bytes())
-            }
-        }
-    )*};
-}
-arg_from_display!(i32, i64, u32, u64, usize, f64);
-
-impl Serialize for Arg {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(&self.0) {
-            Ok(text) => s.serialize_str(text),
-            Err(_) => {
-                use base64::Engine as _;
-                let mut map = s.serialize_map(Some(1))?;
-                map.serialize_entry("b64", &base64::engine::general_purpose::STANDARD.encode(&self.0))?;
-                map.end()
-            }
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Arg {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ArgVisitor;
-        impl<'de> Visitor<'de> for ArgVisitor {
-            type Value = Arg;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, a number, a boolean or {\"b64\": \"...\"}")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Arg, E> {
-                Ok(Arg::from(v))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Arg, E> {
-                Ok(Arg::from(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Arg, E> {
-                Ok(Arg::from(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Arg, E> {
-                Ok(Arg::from(v))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Arg, E> {
-                // Rust's shortest round-trip form without exponent matches go-redis's
-                // strconv.FormatFloat(f, 'f', -1, 64) for the values a repository sends.
-                Ok(Arg::from(v))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Arg, E> {
-                // go-redis sends booleans as "1" / "0".
-                Ok(Arg::from(if v { "1" } else { "0" }))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Arg, A::Error> {
-                use base64::Engine as _;
-                let mut out = None;
-                while let Some(key) = map.next_key::<String>()? {
-                    if key != "b64" {
-                        return Err(de::Error::unknown_field(&key, &["b64"]));
-                    }
-                    let text: String = map.next_value()?;
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(text.as_bytes())
-                        // base64's error quotes the offending byte, a piece of the value.
-                        .map_err(|_| de::Error::custom("invalid base64 in a b64 argument"))?;
-                    out = Some(Arg(bytes));
-                }
-                out.ok_or_else(|| de::Error::missing_field("b64"))
-            }
-        }
-        d.deserialize_any(ArgVisitor)
-    }
-}
-
 /// One command of a pipeline task (the seed's `RedisCmd`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedisCmd {
     /// Command name, any case (`"del"`, `"SET"`).
     pub command: String,
     /// Arguments after the name.
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "wire::null_as_empty")]
     pub args: Vec<Arg>,
 }
 
@@ -326,105 +194,61 @@ impl TaskContext {
 /// assert_eq!(task.first_key(), Some(&b"device:token:d1"[..]));
 /// # Ok::<(), redis_retry_runtime::TaskError>(())
 /// ```
+///
+/// On the wire it is JSON (see [`RedisTask::from_json`] for the forms accepted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "wire::WireTask")]
 pub struct RedisTask {
-    /// Unique id (UUID v7, time-ordered); empty in the seed's messages.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Unique id (UUID v7, time-ordered). A Go task carries none: the consumer names it by
+    /// where it was first read (`topic:partition:offset`), and the name travels with it.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub id: String,
     /// Which of the three shapes this is.
     #[serde(rename = "type")]
     pub kind: TaskKind,
     /// Command name of a simple task.
-    #[serde(default)]
     pub command: String,
     /// Arguments of a simple task, after the name.
-    #[serde(default, deserialize_with = "null_as_empty")]
     pub args: Vec<Arg>,
     /// Commands of a pipeline task.
-    #[serde(default, deserialize_with = "null_as_empty")]
     pub pipeline_cmds: Vec<RedisCmd>,
     /// Whether a pipeline task runs as MULTI/EXEC.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub atomic: bool,
     /// Body of a Lua task.
-    #[serde(default)]
     pub lua_script: String,
     /// `KEYS` of a Lua task.
-    #[serde(default, deserialize_with = "null_as_empty")]
     pub lua_keys: Vec<Arg>,
     /// `ARGV` of a Lua task.
-    #[serde(default, deserialize_with = "null_as_empty")]
     pub lua_args: Vec<Arg>,
     /// Trace id of the request that failed.
-    #[serde(default)]
     pub trace_id: String,
+    /// Span of the request that failed (the later Go services' `span_id`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub span_id: String,
+    /// Parent of that span (the later Go services' `parent_span_id`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub parent_span_id: String,
     /// User of the request that failed.
-    #[serde(default)]
     pub user_uuid: String,
     /// Device of the request that failed.
-    #[serde(default)]
     pub device_id: String,
     /// When the failure was captured (the seed's `timestamp`); `max_age` counts from here.
-    #[serde(rename = "timestamp", default = "go_zero_time")]
+    #[serde(rename = "timestamp")]
     pub captured_at: DateTime<Utc>,
     /// Applies already attempted by the consumer and failed.
-    #[serde(default)]
     pub retry_count: u32,
     /// Retries allowed before the dead-letter queue.
-    #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// The error that made the write fail (latest first-hand error after retries).
-    #[serde(default)]
     pub original_err: String,
     /// Where the write came from, e.g. `UserRepository.DeleteUserCache`.
-    #[serde(default)]
     pub source: String,
     /// What the consumer does with the task.
-    #[serde(default)]
     pub mode: Mode,
     /// Earliest time of the next attempt (set on retry-tier messages).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
-}
-
-fn default_max_retries() -> u32 {
-    DEFAULT_MAX_RETRIES
-}
-
-/// Go's zero `time.Time`, what a Go task without a timestamp carries; such a task never expires.
-fn go_zero_time() -> DateTime<Utc> {
-    chrono::NaiveDate::from_ymd_opt(1, 1, 1)
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
-fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    struct SeqOrNull<T>(std::marker::PhantomData<T>);
-    impl<'de, T: Deserialize<'de>> Visitor<'de> for SeqOrNull<T> {
-        type Value = Vec<T>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an array or null")
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Vec<T>, E> {
-            Ok(Vec::new())
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Vec<T>, E> {
-            Ok(Vec::new())
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-            while let Some(v) = seq.next_element()? {
-                out.push(v);
-            }
-            Ok(out)
-        }
-    }
-    d.deserialize_any(SeqOrNull(std::marker::PhantomData))
 }
 
 fn require_key(builder: &'static str, key: &str) -> Result<(), TaskError> {
@@ -448,6 +272,8 @@ impl RedisTask {
             lua_keys: Vec::new(),
             lua_args: Vec::new(),
             trace_id: String::new(),
+            span_id: String::new(),
+            parent_span_id: String::new(),
             user_uuid: String::new(),
             device_id: String::new(),
             captured_at: Utc::now(),
@@ -683,6 +509,8 @@ impl RedisTask {
         };
         task.id.clone_from(&self.id);
         task.trace_id.clone_from(&self.trace_id);
+        task.span_id.clone_from(&self.span_id);
+        task.parent_span_id.clone_from(&self.parent_span_id);
         task.user_uuid.clone_from(&self.user_uuid);
         task.device_id.clone_from(&self.device_id);
         task.captured_at = self.captured_at;
@@ -860,10 +688,7 @@ impl RedisTask {
     /// # Ok::<(), redis_retry_runtime::TaskError>(())
     /// ```
     pub fn from_json(bytes: &[u8]) -> Result<Self, TaskError> {
-        let task: RedisTask = serde_json::from_slice(bytes)
-            .map_err(|e| TaskError::Malformed(crate::errors::describe_json_error(&e)))?;
-        task.validate()?;
-        Ok(task)
+        decode(bytes).map(|d| d.task)
     }
 
     /// Encodes the task as JSON.
