@@ -164,6 +164,49 @@ async fn an_error_reply_saying_not_now_is_captured_per_command() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_refused_at_exec_for_a_passing_reason_is_captured_whole_and_applied_once() {
+    let mut stack = Stack::start().await;
+    let proxy = Proxy::start(stack.redis.addr());
+    let mut conn = connect(&stack, &proxy).await;
+    let mut admin = stack.conn().await;
+    // Redis refuses each queued write with NOREPLICAS, then EXEC with EXECABORT: nothing ran.
+    refuse_writes(&mut admin, true).await;
+    let result: redis::RedisResult<()> = scope::capture(ScopeMeta::new("Repo.tx_refused"), async {
+        redis::pipe().atomic().set("tx:a", "1").incr("tx:n", 5).query_async(&mut conn).await
+    })
+    .await;
+    let err = result.expect_err("EXEC is refused");
+    assert_eq!(err.code(), Some("EXECABORT"), "{err}");
+    // A transaction refused for a reason that never passes is not captured.
+    refuse_writes(&mut admin, false).await;
+    let syntax: redis::RedisResult<()> = scope::capture(ScopeMeta::new("Repo.tx_broken"), async {
+        redis::pipe().atomic().set("tx:b", "1").cmd("SET").arg("tx:c").query_async(&mut conn).await
+    })
+    .await;
+    assert!(syntax.is_err());
+
+    let tasks = stack.tasks(2, Duration::from_secs(5)).await;
+    assert_eq!(tasks.len(), 1, "only the refused transaction is queued: {tasks:?}");
+    assert!(tasks[0].atomic && tasks[0].pipeline_cmds.len() == 2, "{tasks:?}");
+    assert_eq!(tasks[0].source, "Repo.tx_refused");
+
+    let config = stack.consumer_config();
+    stack.spawn_consumer(config, &stack.redis.url()).await;
+    wait_until("the transaction to be applied", Duration::from_secs(30), || {
+        let mut c = admin.clone();
+        async move { c.get::<_, Option<i64>>("tx:n").await.ok().flatten() == Some(5) }
+    })
+    .await;
+    assert_eq!(admin.get::<_, Option<String>>("tx:a").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(
+        admin.get::<_, Option<String>>("tx:b").await.unwrap(),
+        None,
+        "the broken transaction ran nothing"
+    );
+    stack.stop_consumer().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_script_is_captured_with_its_body_and_replayed() {
     let mut stack = Stack::start().await;
     let proxy = Proxy::start(stack.redis.addr());

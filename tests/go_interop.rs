@@ -427,6 +427,7 @@ async fn what_our_producer_publishes_is_read_and_applied_by_the_guide_s_go_consu
     assert!(!go_snapshot.iter().any(|(k, ..)| k == "cached:1"), "the invalidation deleted the stale key");
     let binary: Vec<u8> = our_db.get("binary:1").await.unwrap();
     assert_eq!(binary, [0xff, 0x00, 0x9f], "our consumer writes the binary value byte for byte");
+    stack.stop_consumer().await.unwrap();
 }
 
 fn text(bytes: &[u8]) -> String {

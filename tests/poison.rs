@@ -39,12 +39,20 @@ fn poison() -> Vec<(&'static str, Vec<u8>, bool, &'static str)> {
             true,
             "malformed",
         ),
+        // Any int is a Go WithMaxRetries (clamped, see tests/go_interop.rs); anything else is not.
         (
-            "max_retries out of range",
-            json(r#"{"type":"simple","command":"del","args":["k"],"max_retries":1000}"#),
+            "max_retries not a number",
+            json(r#"{"type":"simple","command":"del","args":["k"],"max_retries":"many"}"#),
             true,
             "malformed",
         ),
+        (
+            "both forms at once",
+            json(r#"{"type":"simple","command":"del","args":["k"],"keys":["k"]}"#),
+            true,
+            "malformed",
+        ),
+        ("DEL-only form without keys", json(r#"{"keys":[],"source":"s"}"#), true, "malformed"),
         ("unknown kind", json(r#"{"type":"batch","command":"del","args":["k"]}"#), true, "malformed"),
         (
             "bad timestamp",

@@ -250,6 +250,15 @@ pub fn classify(err: &RedisError) -> Failure {
     if err.is_timeout() || err.is_connection_dropped() || err.is_io_error() {
         return Failure::Transient(Delivery::Ambiguous);
     }
+    // A transaction Redis refused at EXEC ran nothing; whether it can run later is what its
+    // commands were refused for (NOREPLICAS, OOM, ... while queuing: yes; a syntax error: no).
+    if err.kind() == ErrorKind::Server(redis::ServerErrorKind::ExecAbort) {
+        if let Some(refusals) = err.clone().into_server_errors() {
+            let all_transient =
+                !refusals.is_empty() && refusals.iter().all(|(_, e)| classify_server_error(e).is_transient());
+            return if all_transient { Failure::Transient(Delivery::NotApplied) } else { Failure::Permanent };
+        }
+    }
     // An error reply carries its code, known to redis-rs (LOADING, ...) or not (NOREPLICAS, ...).
     if let Some(code) = err.code() {
         return classify_code(code);

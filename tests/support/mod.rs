@@ -72,7 +72,7 @@ pub fn redis_retry_bin() -> PathBuf {
     let bin = profile_dir.join(format!("redis-retry{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
-        "{} does not exist; build it first with `cargo build -p redis-retry-runtime --bin redis-retry`",
+        "{} does not exist; build it first with `cargo build -p redis-retry-cli`",
         bin.display()
     );
     bin
