@@ -227,9 +227,11 @@ fn parse_condition(c: &str) -> Result<Condition, String> {
         "key" => Field::Key,
         "command" => Field::Command,
         "at" => return parse_positions(c, pattern).map(Condition::At),
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "--filter `{c}`: unknown field `{other}`, expected one of reason, source, key, command, age, at"
-        )),
+        ))
+        }
     };
     Ok(Condition::Text(field, pattern.trim().to_string()))
 }
