@@ -287,6 +287,15 @@ async fn in_a_browser_the_console_shows_filters_and_replays_dead_letters_and_ref
         &["--metrics-addr", &addr, "--console-token-file", token_file.to_str().unwrap()],
     );
     wait_for_console(&addr).await;
+    // A task through the pipeline: the group has applied and committed something, as a
+    // running one has (some brokers list a group only once it has committed offsets).
+    stack.producer.publish_and_wait(&RedisTask::set("warm:up", "1", Duration::ZERO).unwrap()).await.unwrap();
+    let mut redis = stack.conn().await;
+    wait_until("the first task applied", Duration::from_secs(30), || {
+        let mut redis = redis.clone();
+        async move { redis::cmd("EXISTS").arg("warm:up").query_async::<u32>(&mut redis).await.ok() == Some(1) }
+    })
+    .await;
     let browser = Browser::start().await;
     let base = format!("http://{addr}/");
 
@@ -307,7 +316,14 @@ async fn in_a_browser_the_console_shows_filters_and_replays_dead_letters_and_ref
         .wait_for(
             "a member of the consumer group",
             "return [...document.querySelectorAll('#members tbody tr')].some(r => r.cells.length === 3 \
-             && r.cells[0].innerText.length > 0);",
+             && r.cells[2].innerText.length > 0);",
+        )
+        .await;
+    browser
+        .wait_for(
+            "the applied task counted and the first rates",
+            "return document.getElementById('total-applied').innerText === '1 since start' \
+             && document.getElementById('rate-applied').innerText.endsWith('/s');",
         )
         .await;
     assert_eq!(browser.text_of("#redis-state").await, "reachable");
@@ -381,10 +397,18 @@ async fn in_a_browser_the_console_shows_filters_and_replays_dead_letters_and_ref
     assert!(browser.text_of("#action-result").await.contains("token is missing"));
     assert_eq!(dlq_entries(&stack, &group).len(), 5, "a refused action changes nothing");
 
-    // With the token, the replay goes through its confirmation and the consumer applies it.
+    // With the token, the replay goes through its confirmation and the consumer applies it
+    // (the refused selection is still ticked, as the operator left it).
     browser.set_input("#token", TOKEN).await;
-    browser.css(&format!("input.select-entry[data-at='{order_at}']")).await.click().await.unwrap();
+    browser
+        .wait_for(
+            "the selection kept after the refusal",
+            &format!("return document.querySelector(\"input.select-entry[data-at='{order_at}']\").checked;"),
+        )
+        .await;
     browser.css("#replay-selected").await.click().await.unwrap();
+    let confirm = browser.text_of("#confirm").await;
+    assert!(confirm.contains("Replay 1 dead letter(s)") && confirm.contains("order:3"), "{confirm}");
     browser.css("#confirm-action").await.click().await.unwrap();
     browser
         .wait_for(
@@ -392,7 +416,6 @@ async fn in_a_browser_the_console_shows_filters_and_replays_dead_letters_and_ref
             "return document.getElementById('action-result').innerText.includes('Replayed 1.');",
         )
         .await;
-    let mut redis = stack.conn().await;
     wait_until("the consumer to apply the replayed task", Duration::from_secs(30), || {
         let mut redis = redis.clone();
         async move {

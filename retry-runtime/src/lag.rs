@@ -95,7 +95,9 @@ pub async fn backlog(config: &ProducerConfig, group: &str, timeout: Duration) ->
             .map_err(|e| format!("the broker did not describe group {group}: {e}"))
             .map(|list| {
                 let info = list.groups().iter().find(|g| g.name() == group);
-                let state = info.map_or_else(|| "unknown".to_string(), |g| g.state().to_string());
+                // Some brokers list a group only once it has committed offsets.
+                let state =
+                    info.map_or_else(|| "not listed by the broker".to_string(), |g| g.state().to_string());
                 let members = info
                     .map(|g| {
                         g.members()

@@ -96,6 +96,17 @@ async fn read(console: &Console) -> Result<Vec<DlqEntry>, Response> {
     }
 }
 
+/// An age in its two largest units (`3d 4h`, `25m 10s`): a list is read at a glance.
+fn short_age(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
 /// An entry as the list shows it: metadata only, never the task's values.
 fn summary(e: &DlqEntry) -> serde_json::Value {
     let key = e.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned());
@@ -104,7 +115,7 @@ fn summary(e: &DlqEntry) -> serde_json::Value {
         "partition": e.partition,
         "offset": e.offset,
         "age_secs": e.age().map(|a| a.as_secs()),
-        "age": e.age().map(|a| humantime::format_duration(Duration::from_secs(a.as_secs())).to_string()),
+        "age": e.age().map(|a| short_age(a.as_secs())),
         "reason": e.reason,
         "source": e.source(),
         "command": e.command(),
@@ -320,5 +331,28 @@ async fn act(
             );
             error(StatusCode::BAD_GATEWAY, format!("{} failed: {e}", action.name()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_at_a_glance() {
+        assert_eq!(short_age(42), "42s");
+        assert_eq!(short_age(25 * 60 + 4), "25m 4s");
+        assert_eq!(short_age(2 * 3600 + 4), "2h 0m");
+        assert_eq!(short_age(26 * 3600 + 30 * 60), "1d 2h");
+    }
+
+    #[test]
+    fn the_page_filters_become_dlq_conditions() {
+        let q = ListQuery { source: " Repo.* ".into(), age: ">1h".into(), ..ListQuery::default() };
+        assert!(q.filter().is_ok());
+        let bad = ListQuery { age: "=1h".into(), ..ListQuery::default() };
+        assert!(bad.filter().unwrap_err().contains("age>DURATION"));
+        assert!(number("page", "0", 1, 10).is_err() && number("page", "x", 1, 10).is_err());
+        assert_eq!(number("page", "", 1, 10), Ok(1));
     }
 }

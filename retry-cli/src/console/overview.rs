@@ -35,6 +35,7 @@ struct Sample {
 /// The last two samples of the counters, taken in the background.
 pub struct Rates {
     samples: Arc<Mutex<(Sample, Sample)>>,
+    metrics: PrometheusHandle,
 }
 
 impl Rates {
@@ -43,7 +44,9 @@ impl Rates {
         let first = Sample { at: Instant::now(), counts: sum_counters(&metrics.render()) };
         let samples = Arc::new(Mutex::new((first, first)));
         let weak = Arc::downgrade(&samples);
+        let sampled = metrics.clone();
         tokio::spawn(async move {
+            let metrics = sampled;
             let mut tick = tokio::time::interval(SAMPLE_EVERY);
             tick.tick().await;
             loop {
@@ -55,19 +58,21 @@ impl Rates {
                 };
             }
         });
-        Rates { samples }
+        Rates { samples, metrics }
     }
 
-    /// Per-second rates over the last interval and the interval, `None` before the first.
+    /// Per-second rates over the last interval (`None` before the first) and the interval,
+    /// and the totals as they are now.
     fn per_second(&self) -> (Option<[f64; 3]>, Duration, [f64; 3]) {
-        let Ok(s) = self.samples.lock() else { return (None, Duration::ZERO, [0.0; 3]) };
+        let totals = sum_counters(&self.metrics.render());
+        let Ok(s) = self.samples.lock() else { return (None, Duration::ZERO, totals) };
         let (before, last) = *s;
         let dt = last.at.duration_since(before.at);
         if dt.is_zero() {
-            return (None, dt, last.counts);
+            return (None, dt, totals);
         }
         let rate = |i: usize| ((last.counts[i] - before.counts[i]) / dt.as_secs_f64()).max(0.0);
-        (Some([rate(0), rate(1), rate(2)]), dt, last.counts)
+        (Some([rate(0), rate(1), rate(2)]), dt, totals)
     }
 }
 

@@ -119,8 +119,8 @@ async function loadOverview() {
   members.replaceChildren();
   for (const m of o.members || []) {
     members.append(el("tr", {}, [
-      el("td", { class: "mono", text: m.client_id }),
-      el("td", { class: "mono", text: m.host }),
+      el("td", { class: "mono", text: m.client_id || "–" }),
+      el("td", { class: "mono", text: m.host || "–" }),
       el("td", { class: "mono small", text: m.member_id }),
     ]));
   }
