@@ -550,7 +550,7 @@ async fn actions_need_the_token_and_the_consoles_own_origin_and_gone_positions_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_is_served_with_headers_that_keep_it_off_other_sites_and_the_list_is_paginated() {
+async fn the_page_keeps_off_other_sites_and_the_list_is_paginated() {
     let stack = Stack::start().await;
     for i in 0..120 {
         let task = RedisTask::del(format!("bulk:{i:03}")).unwrap().with_source("Bulk.job");
@@ -571,6 +571,20 @@ async fn the_page_is_served_with_headers_that_keep_it_off_other_sites_and_the_li
     assert!(head.contains("x-frame-options: deny"), "{head}");
     assert!(!head.contains("access-control-allow-origin"), "no CORS: {head}");
     assert!(response.contains("console.js"), "the page");
+    // A name re-pointed at 127.0.0.1 by another site (DNS rebinding) gets nothing.
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    let port = addr.rsplit(':').next().unwrap();
+    write!(
+        stream,
+        "GET /api/dead-letters HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut rebound = String::new();
+    stream.read_to_string(&mut rebound).unwrap();
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    assert!(!rebound.contains("bulk:"), "no dead letter shown: {rebound}");
+    let (status, _) = http(&format!("localhost:{port}"), "GET", "/api/session", &[], "");
+    assert_eq!(status, 200, "localhost is the console's own name too");
     assert!(!response.contains("http://") && !response.contains("https://"), "nothing loaded from elsewhere");
     for asset in ["/console.js", "/console.css"] {
         let (status, body) = http(&addr, "GET", asset, &[], "");

@@ -472,6 +472,9 @@ async fn consume(settings: &Settings) -> Result<(), SetupError> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    if settings.console_token.is_some() && settings.metrics_addr.is_none() {
+        tracing::warn!("console_token is set but metrics_addr is not: no console is served");
+    }
     let metrics = match settings.metrics_addr {
         Some(addr) => Some(Served {
             listener: crate::exporter::bind(addr).await?,
@@ -582,8 +585,15 @@ where
     let (kafka, group) = (config.kafka.clone(), config.group.clone());
     let consumer = RedisRetryConsumer::new(config, redis)?.with_control_connection(control);
     if let Some(Served { listener, metrics, console_token }) = served {
-        let console =
-            crate::console::Console::new(kafka, group, console_token, consumer.health(), metrics.clone());
+        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        let console = crate::console::Console::new(
+            kafka,
+            group,
+            console_token,
+            loopback,
+            consumer.health(),
+            metrics.clone(),
+        );
         let server = crate::exporter::serve(listener, metrics, consumer.health(), console, stopped());
         tokio::spawn(async move {
             if let Err(e) = server.await {

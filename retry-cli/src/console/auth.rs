@@ -75,6 +75,17 @@ pub fn authorize(headers: &HeaderMap, token: Option<&Token>) -> Result<(), Refus
     }
 }
 
+/// Whether `host` (a `Host` header) names this machine's loopback: `localhost`, `127.x.y.z`
+/// or `[::1]`, with or without a port.
+pub fn local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(addr, _)| addr),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Why the request comes from another site, if it does.
 fn cross_site(headers: &HeaderMap) -> Option<String> {
     let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("(not text)").to_string());
@@ -154,6 +165,16 @@ mod tests {
         assert_eq!(status(authorize(&own, Some(&token))), None);
         let form = headers(&[HOST, auth, ("content-type", "application/x-www-form-urlencoded")]);
         assert_eq!(status(authorize(&form, Some(&token))), Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+    }
+
+    #[test]
+    fn loopback_names_are_local_and_others_are_not() {
+        for host in ["127.0.0.1:9464", "localhost:9464", "LOCALHOST", "[::1]:9464", "127.0.0.2"] {
+            assert!(local_host(host), "{host}");
+        }
+        for host in ["evil.example:9464", "10.0.0.1:9464", "", "[::2]:80", "localhost.evil.example"] {
+            assert!(!local_host(host), "{host}");
+        }
     }
 
     #[test]

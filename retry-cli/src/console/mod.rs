@@ -36,6 +36,8 @@ pub struct Console {
     kafka: ProducerConfig,
     group: String,
     token: Option<Token>,
+    /// Whether the console listens on a loopback address only (see [`auth::local_host`]).
+    loopback: bool,
     health: Arc<Health>,
     rates: overview::Rates,
     dlq: Dlq,
@@ -45,11 +47,13 @@ pub struct Console {
 }
 
 impl Console {
-    /// The console of the pipeline `kafka` read by consumer group `group`; actions need `token`.
+    /// The console of the pipeline `kafka` read by consumer group `group`; actions need
+    /// `token`. `loopback`: it listens on a loopback address only.
     pub fn new(
         kafka: ProducerConfig,
         group: String,
         token: Option<Token>,
+        loopback: bool,
         health: Arc<Health>,
         metrics: PrometheusHandle,
     ) -> Arc<Console> {
@@ -58,6 +62,7 @@ impl Console {
             kafka,
             group,
             token,
+            loopback,
             health,
             rates: overview::Rates::start(metrics),
             dlq,
@@ -85,6 +90,7 @@ impl Console {
             .route("/api/dead-letters/purge", post(dead_letters::purge))
             .with_state(Arc::clone(self))
             .layer(middleware::from_fn(security_headers))
+            .layer(middleware::from_fn_with_state(Arc::clone(self), local_only))
     }
 }
 
@@ -107,6 +113,20 @@ async fn session(State(console): State<Arc<Console>>) -> Json<serde_json::Value>
 /// A JSON error the page shows as it is.
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// On a loopback address, the console answers only requests addressed to it by a loopback
+/// name: a page of another site whose name was re-pointed at 127.0.0.1 (DNS rebinding)
+/// would otherwise count as the console's own page and read its lists.
+async fn local_only(State(console): State<Arc<Console>>, request: Request, next: Next) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if console.loopback && !auth::local_host(host) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this console listens on a loopback address: open it as http://127.0.0.1:PORT/ or http://localhost:PORT/",
+        );
+    }
+    next.run(request).await
 }
 
 async fn security_headers(request: Request, next: Next) -> Response {

@@ -8,6 +8,7 @@ const state = {
   selection: new Map(), // "partition:offset" -> the entry as listed, for the confirmation
   pending: null, // the action awaiting confirmation
   overviewTimer: null,
+  overviewLoading: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -74,12 +75,17 @@ function rate(value) {
 }
 
 async function loadOverview() {
+  // A broker that does not answer makes a request last seconds: never pile them up.
+  if (state.overviewLoading) return;
+  state.overviewLoading = true;
   let o;
   try {
     o = await api("api/overview");
   } catch (e) {
     showError("Overview: " + e.message);
     return;
+  } finally {
+    state.overviewLoading = false;
   }
   showError("");
   const running = o.consumer === "running";
@@ -255,7 +261,8 @@ function askConfirmation(action) {
   const list = $("confirm-list");
   list.replaceChildren();
   for (const e of entries) {
-    list.append(el("li", { class: "mono", text: e.at + "  " + e.command + "  (" + e.reason + ", " + e.source + ")" }));
+    const stays = action === "replay" && !e.replayable ? "  — not a task: it stays a dead letter" : "";
+    list.append(el("li", { class: "mono", text: e.at + "  " + e.command + "  (" + e.reason + ", " + e.source + ")" + stays }));
   }
   $("confirm").classList.toggle("danger", action === "purge");
   $("confirm-action").textContent = action === "replay" ? "Confirm replay" : "Confirm purge";
