@@ -227,7 +227,7 @@ pub async fn replay(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    act(&console, peer, &headers, &body, Action::Replay).await
+    act(console, peer, &headers, &body, Action::Replay).await
 }
 
 pub async fn purge(
@@ -236,7 +236,7 @@ pub async fn purge(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    act(&console, peer, &headers, &body, Action::Purge).await
+    act(console, peer, &headers, &body, Action::Purge).await
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -255,7 +255,7 @@ impl Action {
 }
 
 async fn act(
-    console: &Console,
+    console: Arc<Console>,
     peer: SocketAddr,
     headers: &HeaderMap,
     body: &[u8],
@@ -292,46 +292,55 @@ async fn act(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.replace("--filter ", "selection ")),
     };
     let operator: String = escape_controls(selection.operator.trim()).chars().take(64).collect();
-    let selection_text = &at[3..];
-    let _one_at_a_time = console.acting.lock().await;
-    let outcome = match action {
-        Action::Replay => console.dlq.replay(&filter, |_, _| {}).await,
-        Action::Purge => console.dlq.purge(&filter, |_, _| {}).await,
-    };
-    match outcome {
-        Ok(outcome) => {
-            let missing: Vec<String> = outcome.missing.iter().map(|(p, o)| format!("{p}:{o}")).collect();
-            tracing::info!(
+    let selection_text = at[3..].to_string();
+    // The rewrite runs to its end even if the browser gives up waiting (a large set takes a
+    // while): stopped half-way, it would leave duplicates behind for nothing.
+    let work = tokio::spawn(async move {
+        let _one_at_a_time = console.acting.lock().await;
+        let outcome = match action {
+            Action::Replay => console.dlq.replay(&filter, |_, _| {}).await,
+            Action::Purge => console.dlq.purge(&filter, |_, _| {}).await,
+        };
+        let operator = if operator.is_empty() { "-" } else { operator.as_str() };
+        match &outcome {
+            Ok(outcome) => tracing::info!(
                 action = action.name(),
                 peer = %peer,
-                operator = if operator.is_empty() { "-" } else { operator.as_str() },
+                operator,
                 user_agent,
                 selection = selection_text,
                 chosen = outcome.chosen,
                 kept = outcome.kept,
-                missing = missing.join(","),
+                missing = positions(&outcome.missing).join(","),
                 "console action"
-            );
-            Json(json!({
-                "action": action.name(),
-                "chosen": outcome.chosen,
-                "kept": outcome.kept,
-                "missing": missing,
-            }))
-            .into_response()
-        }
-        Err(e) => {
-            tracing::error!(
+            ),
+            Err(e) => tracing::error!(
                 action = action.name(),
                 peer = %peer,
-                operator = if operator.is_empty() { "-" } else { operator.as_str() },
+                operator,
+                user_agent,
                 selection = selection_text,
                 error = %e,
                 "console action failed"
-            );
-            error(StatusCode::BAD_GATEWAY, format!("{} failed: {e}", action.name()))
+            ),
         }
+        outcome
+    });
+    match work.await {
+        Ok(Ok(outcome)) => Json(json!({
+            "action": action.name(),
+            "chosen": outcome.chosen,
+            "kept": outcome.kept,
+            "missing": positions(&outcome.missing),
+        }))
+        .into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_GATEWAY, format!("{} failed: {e}", action.name())),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{} stopped: {e}", action.name())),
     }
+}
+
+fn positions(at: &[(i32, i64)]) -> Vec<String> {
+    at.iter().map(|(p, o)| format!("{p}:{o}")).collect()
 }
 
 #[cfg(test)]

@@ -275,6 +275,10 @@ async function runPending() {
   if (!pending) return;
   $("confirm-action").disabled = true;
   const result = $("action-result");
+  result.textContent = (pending.action === "replay" ? "Replaying" : "Purging") +
+    "… every dead letter after the cursor is read and the kept ones written again, which takes a while for a large set.";
+  result.className = "notice";
+  result.hidden = false;
   try {
     const r = await api("api/dead-letters/" + pending.action, {
       method: "POST",
