@@ -211,8 +211,9 @@ async function loadDeadLetters() {
   if (!r.entries.length) {
     body.append(el("tr", { class: "empty" }, [el("td", { colspan: "9", text: "No dead letters match." })]));
   }
-  const capped = r.scan_limit_reached ? " (the first " + r.scanned + " entries were scanned)" : "";
-  $("dlq-summary").textContent = r.matching + " matching of " + r.scanned + " dead letter(s)" + capped;
+  $("dlq-summary").textContent = r.scan_limit_reached
+    ? r.matching + " matching among the first " + r.scanned + " dead letters (the console reads no further; `redis-retry dlq list` reads them all)"
+    : r.matching + " matching of " + r.scanned + " dead letter(s)";
   $("page-info").textContent = "Page " + r.page + " of " + r.pages;
   $("prev-page").disabled = r.page <= 1;
   $("next-page").disabled = r.page >= r.pages;
