@@ -593,7 +593,7 @@ where
             loopback,
             consumer.health(),
             metrics.clone(),
-        );
+        )?;
         let server = crate::exporter::serve(listener, metrics, consumer.health(), console, stopped());
         tokio::spawn(async move {
             if let Err(e) = server.await {

@@ -3,6 +3,7 @@
 //! dead-letter topic (the `<group>.dlq` cursor, see [`dlq`](crate::dlq)), and who is in the
 //! consumer group.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -64,33 +65,77 @@ pub struct Backlog {
     pub group: Result<(String, Vec<GroupMember>), String>,
 }
 
-/// Reads the backlog of the pipeline of `config` for consumer group `group`, each broker
-/// request bounded by `timeout`.
-///
-/// # Errors
-///
-/// [`SetupError::Kafka`] when the broker does not answer in time or refuses, and
-/// [`SetupError::Config`] when a topic of the pipeline does not exist.
-pub async fn backlog(config: &ProducerConfig, group: &str, timeout: Duration) -> Result<Backlog, SetupError> {
-    let topics = config.topics();
-    let mut wanted: Vec<(String, String)> =
-        std::iter::once(&topics.main).chain(&topics.retry).map(|t| (t.clone(), group.to_string())).collect();
-    wanted.push((topics.dlq.clone(), format!("{group}.dlq")));
-    let consumer_for = |group: &str| -> Result<BaseConsumer, SetupError> {
-        let mut cfg = config.client_config();
-        cfg.set("group.id", group).set("enable.auto.commit", "false");
-        cfg.create().map_err(|e| SetupError::Runtime(format!("kafka consumer: {e}")))
-    };
-    let main = consumer_for(group)?;
-    let cursor = consumer_for(&format!("{group}.dlq"))?;
-    let group = group.to_string();
-    tokio::task::spawn_blocking(move || {
+/// Reads the backlog of one pipeline, again and again: its broker clients are made once, so
+/// a dashboard that refreshes every few seconds does not open new connections each time.
+#[derive(Clone)]
+pub struct BacklogReader {
+    inner: Arc<Clients>,
+}
+
+struct Clients {
+    group: String,
+    /// Topic and the group whose committed offsets count for it.
+    topics: Vec<(String, String)>,
+    /// In the consumer group, for the main topic and the tiers (and the group's members).
+    main: BaseConsumer,
+    /// In `<group>.dlq`, for the dead-letter topic.
+    cursor: BaseConsumer,
+}
+
+impl BacklogReader {
+    /// A reader of the pipeline of `config` for consumer group `group`. It joins no group:
+    /// it only reads offsets.
+    ///
+    /// # Errors
+    ///
+    /// [`SetupError::Runtime`] when librdkafka refuses the client configuration.
+    pub fn new(config: &ProducerConfig, group: &str) -> Result<BacklogReader, SetupError> {
+        let topics = config.topics();
+        let cursor_group = format!("{group}.dlq");
+        let mut wanted: Vec<(String, String)> = std::iter::once(&topics.main)
+            .chain(&topics.retry)
+            .map(|t| (t.clone(), group.to_string()))
+            .collect();
+        wanted.push((topics.dlq.clone(), cursor_group.clone()));
+        let consumer_for = |group: &str| -> Result<BaseConsumer, SetupError> {
+            let mut cfg = config.client_config();
+            cfg.set("group.id", group).set("enable.auto.commit", "false");
+            cfg.create().map_err(|e| SetupError::Runtime(format!("kafka consumer: {e}")))
+        };
+        Ok(BacklogReader {
+            inner: Arc::new(Clients {
+                group: group.to_string(),
+                topics: wanted,
+                main: consumer_for(group)?,
+                cursor: consumer_for(&cursor_group)?,
+            }),
+        })
+    }
+
+    /// The backlog now, each broker request bounded by `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`SetupError::Kafka`] when the broker does not answer in time or refuses, and
+    /// [`SetupError::Config`] when a topic of the pipeline does not exist.
+    pub async fn read(&self, timeout: Duration) -> Result<Backlog, SetupError> {
+        let clients = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || clients.read(timeout))
+            .await
+            .map_err(|e| SetupError::Runtime(format!("reading the backlog: {e}")))?
+    }
+}
+
+impl Clients {
+    fn read(&self, timeout: Duration) -> Result<Backlog, SetupError> {
+        let group = &self.group;
         let mut out = Vec::new();
-        for (topic, owner) in wanted {
-            let consumer = if owner == group { &main } else { &cursor };
-            out.push(topic_lag(consumer, &topic, &owner, timeout)?);
+        for (topic, owner) in &self.topics {
+            let consumer = if owner == group { &self.main } else { &self.cursor };
+            out.push(topic_lag(consumer, topic, owner, timeout)?);
         }
-        let described = main
+        let described = self
+            .main
             .fetch_group_list(Some(group.as_str()), timeout)
             .map_err(|e| format!("the broker did not describe group {group}: {e}"))
             .map(|list| {
@@ -113,9 +158,7 @@ pub async fn backlog(config: &ProducerConfig, group: &str, timeout: Duration) ->
                 (state, members)
             });
         Ok(Backlog { topics: out, group: described })
-    })
-    .await
-    .map_err(|e| SetupError::Runtime(format!("reading the backlog: {e}")))?
+    }
 }
 
 fn topic_lag(

@@ -130,7 +130,7 @@ pub async fn list(State(console): State<Arc<Console>>, Query(q): Query<ListQuery
     let parsed = q.filter().and_then(|f| {
         Ok((
             f,
-            number("page", &q.page, 1, usize::MAX)?,
+            number("page", &q.page, 1, 1_000_000)?,
             number("per_page", &q.per_page, PER_PAGE, MAX_PER_PAGE)?,
         ))
     });

@@ -23,6 +23,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use redis_retry_runtime::consumer::Health;
 use redis_retry_runtime::dlq::Dlq;
+use redis_retry_runtime::errors::SetupError;
+use redis_retry_runtime::lag::BacklogReader;
 use redis_retry_runtime::producer::ProducerConfig;
 
 pub use auth::Token;
@@ -40,6 +42,7 @@ pub struct Console {
     loopback: bool,
     health: Arc<Health>,
     rates: overview::Rates,
+    backlog: BacklogReader,
     dlq: Dlq,
     /// One replay or purge at a time: two rewrites of the set at once would each append the
     /// entries they keep, and the set would hold them twice.
@@ -49,6 +52,10 @@ pub struct Console {
 impl Console {
     /// The console of the pipeline `kafka` read by consumer group `group`; actions need
     /// `token`. `loopback`: it listens on a loopback address only.
+    ///
+    /// # Errors
+    ///
+    /// [`SetupError::Runtime`] when librdkafka refuses the Kafka client configuration.
     pub fn new(
         kafka: ProducerConfig,
         group: String,
@@ -56,18 +63,20 @@ impl Console {
         loopback: bool,
         health: Arc<Health>,
         metrics: PrometheusHandle,
-    ) -> Arc<Console> {
+    ) -> Result<Arc<Console>, SetupError> {
         let dlq = Dlq::new(&kafka, &group);
-        Arc::new(Console {
+        let backlog = BacklogReader::new(&kafka, &group)?;
+        Ok(Arc::new(Console {
             kafka,
             group,
             token,
             loopback,
             health,
             rates: overview::Rates::start(metrics),
+            backlog,
             dlq,
             acting: tokio::sync::Mutex::new(()),
-        })
+        }))
     }
 
     /// Whether a token is configured, without which the console only shows.

@@ -12,7 +12,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use redis_retry_runtime::counters;
-use redis_retry_runtime::lag::backlog;
 
 use super::Console;
 
@@ -103,7 +102,7 @@ pub async fn overview(State(console): State<Arc<Console>>) -> Response {
     });
     // The broker's requests are bounded one by one; this bounds them together.
     let bound = BROKER_TIMEOUT * 3;
-    match tokio::time::timeout(bound, backlog(&console.kafka, &console.group, BROKER_TIMEOUT)).await {
+    match tokio::time::timeout(bound, console.backlog.read(BROKER_TIMEOUT)).await {
         Ok(Ok(b)) => {
             body["topics"] = b
                 .topics
