@@ -191,6 +191,8 @@ pub async fn detail(State(console): State<Arc<Console>>, Query(q): Query<DetailQ
     let mut body = summary(e);
     body["dead_lettered_at"] = json!(e.dead_lettered_at.map(|d| d.to_rfc3339()));
     body["envelope"] = json!(e.is_envelope());
+    // The task's own `original_err` is left out: a foreign producer writes it unchecked, while
+    // the `error` header is the consumer's own, value-free wording.
     match &e.task {
         Ok(t) => {
             body["task"] = json!({
@@ -200,7 +202,6 @@ pub async fn detail(State(console): State<Arc<Console>>, Query(q): Query<DetailQ
                 "captured_at": t.captured_at.to_rfc3339(),
                 "retry_count": t.retry_count,
                 "max_retries": t.max_retries,
-                "original_error": t.original_err,
                 "trace_id": t.trace_id,
             });
         }

@@ -240,7 +240,7 @@ async function showDetail(at) {
   if (d.task) {
     fields.push(["Task id", d.task.id], ["Kind", d.task.kind], ["Mode", d.task.mode],
       ["Captured at", d.task.captured_at], ["Retries", d.task.retry_count + " of " + d.task.max_retries],
-      ["Original error", d.task.original_error || "–"], ["Trace id", d.task.trace_id || "–"]);
+      ["Trace id", d.task.trace_id || "–"]);
   } else {
     fields.push(["Payload", d.envelope ? "an envelope for a task too large for the topic (purge only)" : "not a task (cannot be replayed)"]);
   }
