@@ -367,3 +367,56 @@ async fn consume_reaches_a_redis_behind_tls_and_a_password_through_the_url() {
     .await;
     assert!(!consumer.log().contains("s3cret"), "the password never reaches the log:\n{}", consumer.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_filters_by_age_and_position_and_names_positions_that_are_gone() {
+    let stack = Stack::start().await;
+    let group = unique("group");
+    let env = stack_env(&stack, &group);
+    for key in ["pos:1", "pos:2", "pos:3"] {
+        let task = RedisTask::del(key).unwrap().with_source("Repo.Pos");
+        stack.producer.dead_letter(&task, DlqReason::MaxRetries, "ERR x").unwrap();
+    }
+    stack.producer.flush(Duration::from_secs(10)).unwrap();
+    let positions = |env: &[(&str, String)]| -> Vec<(String, String)> {
+        text(&run(&["dlq", "list", "--json"], env, b"").stdout)
+            .lines()
+            .map(|l| {
+                let row: serde_json::Value = serde_json::from_str(l).unwrap();
+                (format!("{}:{}", row["partition"], row["offset"]), row["key"].as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    let before = positions(&env);
+    let (second, _) = before.iter().find(|(_, k)| k == "pos:2").expect("pos:2 listed").clone();
+
+    let replay = run(&["dlq", "replay", "--filter", &format!("at={second}")], &env, b"");
+    assert!(replay.status.success(), "{}", text(&replay.stderr));
+    assert!(text(&replay.stdout).contains("replayed 1, kept 2"), "{}", text(&replay.stdout));
+    let main = stack.kafka.read_messages(&stack.topic, 2, Duration::from_secs(5)).await;
+    let replayed: Vec<String> = main
+        .iter()
+        .map(|m| text(RedisTask::from_json(m.payload().unwrap()).unwrap().first_key().unwrap()))
+        .collect();
+    assert_eq!(replayed, ["pos:2"], "the entry at that position, and only it");
+
+    // The kept entries moved to new positions: the old one names nothing now, and nothing
+    // else is replayed in its place.
+    let again = run(&["dlq", "replay", "--filter", &format!("at={second}")], &env, b"");
+    assert_eq!(again.status.code(), Some(1), "what was asked was not done");
+    assert!(text(&again.stdout).contains("replayed 0, kept 2"), "{}", text(&again.stdout));
+    assert!(
+        text(&again.stderr).contains(&second) && text(&again.stderr).contains("not in the dead-letter set")
+    );
+    let mut keys: Vec<String> = positions(&env).into_iter().map(|(_, k)| k).collect();
+    keys.sort();
+    assert_eq!(keys, ["pos:1", "pos:3"]);
+
+    let none = run(&["dlq", "purge", "--filter", "age>1h"], &env, b"");
+    assert!(text(&none.stdout).contains("purged 0, kept 2"), "fresh entries are not older than 1h");
+    let young = run(&["dlq", "purge", "--filter", "age<1h"], &env, b"");
+    assert!(text(&young.stdout).contains("purged 2, kept 0"), "{}", text(&young.stdout));
+    let bad = run(&["dlq", "purge", "--filter", "at=zero"], &env, b"");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("PARTITION:OFFSET"), "{}", text(&bad.stderr));
+}

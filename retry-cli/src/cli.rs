@@ -143,10 +143,19 @@ pub struct ConsumeFlags {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub create_topics: Option<bool>,
-    /// Serve Prometheus metrics on /metrics and a health check on /health at this address [env: REDIS_RETRY_METRICS_ADDR].
+    /// Serve Prometheus metrics on /metrics, a health check on /health and the web console on / at this address, e.g. 127.0.0.1:9464 [env: REDIS_RETRY_METRICS_ADDR].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Token (16+ characters) that lets the web console replay and purge dead letters; without one it is read-only [env: REDIS_RETRY_CONSOLE_TOKEN].
+    /// Other users can read a command line: prefer --console-token-file.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "console_token_file")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console_token: Option<String>,
+    /// File holding the console token (a trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub console_token_file: Option<PathBuf>,
 }
 
 /// Subcommands.
@@ -210,8 +219,9 @@ pub enum DlqCommand {
         /// Kafka settings.
         #[command(flatten)]
         kafka: KafkaFlags,
-        /// Only entries with FIELD=PATTERN (reason, source, key, command; `*` ends a prefix).
-        #[arg(long, value_name = "FIELD=PATTERN")]
+        /// Only entries with FIELD=PATTERN (reason, source, key, command; `*` ends a prefix),
+        /// age>DURATION, age<DURATION, or at=PARTITION:OFFSET[,...] (positions `dlq list --json` shows).
+        #[arg(long, value_name = "CONDITION")]
         filter: Vec<String>,
     },
     /// Drop dead letters for good.
@@ -219,8 +229,9 @@ pub enum DlqCommand {
         /// Kafka settings.
         #[command(flatten)]
         kafka: KafkaFlags,
-        /// Only entries with FIELD=PATTERN (reason, source, key, command; `*` ends a prefix).
-        #[arg(long, value_name = "FIELD=PATTERN")]
+        /// Only entries with FIELD=PATTERN (reason, source, key, command; `*` ends a prefix),
+        /// age>DURATION, age<DURATION, or at=PARTITION:OFFSET[,...] (positions `dlq list --json` shows).
+        #[arg(long, value_name = "CONDITION")]
         filter: Vec<String>,
     },
 }
@@ -259,6 +270,9 @@ struct FlagLayer<'a> {
     /// Read from `--signing-key-file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     signing_key: Option<String>,
+    /// Read from `--console-token-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    console_token: Option<String>,
 }
 
 impl Cli {
@@ -273,17 +287,28 @@ impl Cli {
             | Command::Dlq { action: DlqCommand::Replay { kafka, .. } }
             | Command::Dlq { action: DlqCommand::Purge { kafka, .. } } => (Some(kafka), None),
         };
-        FlagLayer { log: &self.log, kafka, consume, signing_key: None }
+        FlagLayer { log: &self.log, kafka, consume, signing_key: None, console_token: None }
     }
 }
 
 /// The key in `--signing-key-file`, if given.
 fn signing_key_from_file(layer: &FlagLayer<'_>) -> Result<Option<String>, SetupError> {
-    let Some(path) = layer.kafka.and_then(|k| k.signing_key_file.as_ref()) else { return Ok(None) };
-    let key = std::fs::read_to_string(path).map_err(|e| {
-        SetupError::Config(format!("--signing-key-file: cannot read {}: {e}", path.display()))
-    })?;
-    Ok(Some(key.trim_end_matches(['\n', '\r']).to_string()))
+    let path = layer.kafka.and_then(|k| k.signing_key_file.as_deref());
+    secret_from_file("--signing-key-file", path)
+}
+
+/// The token in `--console-token-file`, if given.
+fn console_token_from_file(layer: &FlagLayer<'_>) -> Result<Option<String>, SetupError> {
+    secret_from_file("--console-token-file", layer.consume.and_then(|c| c.console_token_file.as_deref()))
+}
+
+/// A secret kept in a file so that it never shows on a command line; the error names the
+/// flag and the path, never the contents.
+fn secret_from_file(flag: &str, path: Option<&std::path::Path>) -> Result<Option<String>, SetupError> {
+    let Some(path) = path else { return Ok(None) };
+    let secret = std::fs::read_to_string(path)
+        .map_err(|e| SetupError::Config(format!("{flag}: cannot read {}: {e}", path.display())))?;
+    Ok(Some(secret.trim_end_matches(['\n', '\r']).to_string()))
 }
 
 /// Runs the command line; the binary's `main`.
@@ -292,6 +317,10 @@ pub fn main() -> ExitCode {
     let mut layer = cli.flag_layer();
     layer.signing_key = match signing_key_from_file(&layer) {
         Ok(key) => key,
+        Err(e) => return config_error(&e),
+    };
+    layer.console_token = match console_token_from_file(&layer) {
+        Ok(token) => token,
         Err(e) => return config_error(&e),
     };
     let settings = match Settings::resolve(cli.config.as_deref(), &layer) {
@@ -443,8 +472,15 @@ async fn consume(settings: &Settings) -> Result<(), SetupError> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    if settings.console_token.is_some() && settings.metrics_addr.is_none() {
+        tracing::warn!("console_token is set but metrics_addr is not: no console is served");
+    }
     let metrics = match settings.metrics_addr {
-        Some(addr) => Some((crate::exporter::bind(addr).await?, crate::exporter::install_recorder()?)),
+        Some(addr) => Some(Served {
+            listener: crate::exporter::bind(addr).await?,
+            metrics: crate::exporter::install_recorder()?,
+            console_token: settings.console_token.clone().map(crate::console::Token::new),
+        }),
         None => None,
     };
     match target {
@@ -525,13 +561,20 @@ where
     }
 }
 
-/// Runs the consumer on `redis` (one server or a cluster) until `stopped`, serving metrics and
-/// `/health` when asked to.
+/// What `consume --metrics-addr` serves: metrics, `/health` and the console.
+struct Served {
+    listener: tokio::net::TcpListener,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    console_token: Option<crate::console::Token>,
+}
+
+/// Runs the consumer on `redis` (one server or a cluster) until `stopped`, serving metrics,
+/// `/health` and the console when asked to.
 async fn run_consumer<C, Stop, Stopped>(
     config: ConsumerConfig,
     redis: C,
     control: C,
-    metrics: Option<(tokio::net::TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
+    served: Option<Served>,
     stopped: Stop,
 ) -> Result<(), SetupError>
 where
@@ -539,9 +582,19 @@ where
     Stop: Fn() -> Stopped,
     Stopped: std::future::Future<Output = ()> + Send + 'static,
 {
+    let (kafka, group) = (config.kafka.clone(), config.group.clone());
     let consumer = RedisRetryConsumer::new(config, redis)?.with_control_connection(control);
-    if let Some((listener, handle)) = metrics {
-        let server = crate::exporter::serve(listener, handle, consumer.health(), stopped());
+    if let Some(Served { listener, metrics, console_token }) = served {
+        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        let console = crate::console::Console::new(
+            kafka,
+            group,
+            console_token,
+            loopback,
+            consumer.health(),
+            metrics.clone(),
+        )?;
+        let server = crate::exporter::serve(listener, metrics, consumer.health(), console, stopped());
         tokio::spawn(async move {
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "metrics server stopped");
@@ -627,7 +680,7 @@ async fn dlq(settings: &Settings, action: DlqCommand) -> Result<ExitCode, SetupE
             let outcome = dlq.replay(&filter, report).await?;
             finish();
             println!("replayed {}, kept {}", outcome.chosen, outcome.kept);
-            Ok(ExitCode::SUCCESS)
+            Ok(report_missing(&outcome))
         }
         DlqCommand::Purge { filter, .. } => {
             let filter = Filter::parse(&filter).map_err(SetupError::Config)?;
@@ -635,9 +688,23 @@ async fn dlq(settings: &Settings, action: DlqCommand) -> Result<ExitCode, SetupE
             let outcome = dlq.purge(&filter, report).await?;
             finish();
             println!("purged {}, kept {}", outcome.chosen, outcome.kept);
-            Ok(ExitCode::SUCCESS)
+            Ok(report_missing(&outcome))
         }
     }
+}
+
+/// Positions the operator named that were gone (acted on meanwhile) fail the command: what
+/// they asked for was not done, though nothing else was done in its place.
+fn report_missing(outcome: &redis_retry_runtime::dlq::Outcome) -> ExitCode {
+    if outcome.missing.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let gone: Vec<String> = outcome.missing.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+    eprintln!(
+        "not in the dead-letter set any more (acted on meanwhile; nothing done to them): {}",
+        gone.join(",")
+    );
+    ExitCode::from(EXIT_FAILURE)
 }
 
 fn entry_columns(e: &DlqEntry) -> [String; 7] {

@@ -89,8 +89,11 @@ pub struct Settings {
     pub partitions: i32,
     /// Replication factor of created topics.
     pub replication: i32,
-    /// Where `consume` serves Prometheus metrics and `/health` (off when absent).
+    /// Where `consume` serves Prometheus metrics, `/health` and the web console (off when
+    /// absent).
     pub metrics_addr: Option<SocketAddr>,
+    /// Token that lets the web console act on dead letters (read-only without one).
+    pub console_token: Option<String>,
     /// Log output format.
     pub log_format: LogFormat,
     /// Log filter (`info`, `redis_retry_runtime=debug`, ...).
@@ -124,6 +127,7 @@ impl Default for Settings {
             partitions: c.partitions,
             replication: c.replication,
             metrics_addr: None,
+            console_token: None,
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
             signing_key: None,
@@ -152,6 +156,7 @@ const KEYS: &[&str] = &[
     "partitions",
     "replication",
     "metrics_addr",
+    "console_token",
     "log_format",
     "log_level",
     "signing_key",
@@ -175,6 +180,9 @@ impl Settings {
             .map_err(|e| SetupError::Config(describe(e)))?;
         if let Some(key) = &settings.signing_key {
             SigningKey::new(key)?;
+        }
+        if let Some(token) = &settings.console_token {
+            check_console_token(token)?;
         }
         settings.consumer_config()?;
         settings.redis_target()?;
@@ -280,6 +288,9 @@ impl Settings {
         if shown.signing_key.is_some() {
             shown.signing_key = Some("***".to_string());
         }
+        if shown.console_token.is_some() {
+            shown.console_token = Some("***".to_string());
+        }
         for (k, v) in shown.kafka.iter_mut() {
             if k.contains("password") || k.contains("secret") || k.ends_with(".key.pem") {
                 *v = "***".to_string();
@@ -287,6 +298,27 @@ impl Settings {
         }
         toml_lines(&shown)
     }
+}
+
+/// The shortest console token: it guards replays and purges, so a guessable word will not do.
+pub const CONSOLE_TOKEN_MIN_LEN: usize = 16;
+
+/// A console token must be long enough to resist guessing, and travel in an HTTP header
+/// as it was written (no spaces or control characters to be trimmed or refused on the way).
+/// The message never repeats the token.
+fn check_console_token(token: &str) -> Result<(), SetupError> {
+    if token.chars().count() < CONSOLE_TOKEN_MIN_LEN {
+        return Err(SetupError::Config(format!(
+            "console_token: must be at least {CONSOLE_TOKEN_MIN_LEN} characters, got {}",
+            token.chars().count()
+        )));
+    }
+    if !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(SetupError::Config(
+            "console_token: only visible ASCII characters (no spaces, no control characters)".to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// The Redis `consume` applies tasks to: see [`Settings::redis_target`].

@@ -1,8 +1,9 @@
-//! Prometheus metrics and a health endpoint for `redis-retry consume --metrics-addr`.
+//! Prometheus metrics, a health endpoint and the web console for
+//! `redis-retry consume --metrics-addr`.
 //!
 //! The crate records through the `metrics` facade (names in `redis_retry_runtime::counters`), so
 //! a service embedding the consumer can install any recorder it likes; this module installs the
-//! Prometheus one and serves it over HTTP.
+//! Prometheus one and serves it over HTTP, with the [`console`](crate::console) next to it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::console::Console;
 use redis_retry_runtime::consumer::Health;
 use redis_retry_runtime::counters;
 use redis_retry_runtime::errors::SetupError;
@@ -35,24 +37,36 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, SetupErro
         .map_err(|e| SetupError::Config(format!("metrics_addr: cannot listen on {addr}: {e}")))
 }
 
-/// Serves `/metrics` (Prometheus text format) and `/health` on `listener` until `shutdown`.
+/// Serves `/metrics` (Prometheus text format), `/health` and the `console` on `listener`
+/// until `shutdown`.
 ///
 /// `/health` answers 200 while the consumer runs and Redis was reachable at its last attempt,
 /// 503 otherwise, with a small JSON body saying which.
+///
+/// # Errors
+///
+/// [`SetupError::Runtime`] when the server stops on an I/O error.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: PrometheusHandle,
     health: Arc<Health>,
+    console: Arc<Console>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), SetupError> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving metrics on /metrics and health on /health");
+        let actions = if console.actions_enabled() { "replay and purge with the token" } else { "read-only" };
+        tracing::info!(%addr, console = actions, "serving the console on /, metrics on /metrics and health on /health");
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the console and metrics are reachable from other hosts (metrics_addr is not a loopback address)");
+        }
     }
     let app = Router::new()
         .route("/metrics", get(move || std::future::ready(handle.render())))
         .route("/health", get(health_report))
-        .with_state(health);
-    axum::serve(listener, app)
+        .with_state(health)
+        .merge(console.router());
+    // Actions are logged with the peer's address.
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| SetupError::Runtime(format!("metrics server: {e}")))

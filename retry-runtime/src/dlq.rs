@@ -109,15 +109,33 @@ impl DlqEntry {
 
 /// Which entries an operation applies to: every condition must hold.
 ///
+/// Conditions, as `--filter` and the console spell them:
+/// - `reason=`, `source=`, `key=`, `command=` a pattern; `*` at its end matches any rest;
+/// - `age>DURATION`, `age<DURATION` (`90s`, `10m`, `1h 30m`): older or younger than that;
+/// - `at=PARTITION:OFFSET[,PARTITION:OFFSET...]`: the entries at those positions of the list
+///   an operator saw. A replay or purge appends the entries it keeps again at new positions,
+///   so a position names one entry once: if it is no longer in the set (someone acted on it
+///   meanwhile), nothing is done in its place and [`Outcome::missing`] names it.
+///
 /// ```
 /// use redis_retry_runtime::dlq::Filter;
 /// let f = Filter::parse(&["reason=max_retries".into(), "source=UserRepository.*".into()]).unwrap();
+/// let aged = Filter::parse(&["age>1h".into(), "at=0:12,2:7".into()]).unwrap();
+/// assert_eq!(aged.positions(), [(0, 12), (2, 7)]);
 /// assert!(Filter::parse(&["colour=red".into()]).unwrap_err().contains("reason, source, key, command"));
 /// # let _ = f;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    conditions: Vec<(Field, String)>,
+    conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone)]
+enum Condition {
+    Text(Field, String),
+    OlderThan(Duration),
+    YoungerThan(Duration),
+    At(Vec<(i32, i64)>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -129,57 +147,122 @@ enum Field {
 }
 
 impl Filter {
-    /// Parses `field=pattern` conditions; `*` at the end of a pattern matches any rest.
+    /// Parses conditions (see [`Filter`]); none means every entry.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the condition and what was expected, for an unknown field, a
+    /// malformed duration or position, or a condition without its operator.
     pub fn parse(conditions: &[String]) -> Result<Filter, String> {
-        let mut out = Vec::new();
-        for c in conditions {
-            let (field, pattern) =
-                c.split_once('=').ok_or_else(|| format!("--filter `{c}`: expected FIELD=PATTERN"))?;
-            let field = match field.trim() {
-                "reason" => Field::Reason,
-                "source" => Field::Source,
-                "key" => Field::Key,
-                "command" => Field::Command,
-                other => {
-                    return Err(format!(
-                    "--filter `{c}`: unknown field `{other}`, expected one of reason, source, key, command"
-                ))
-                }
-            };
-            out.push((field, pattern.trim().to_string()));
-        }
-        Ok(Filter { conditions: out })
+        conditions
+            .iter()
+            .map(|c| parse_condition(c))
+            .collect::<Result<_, _>>()
+            .map(|conditions| Filter { conditions })
+    }
+
+    /// The positions named by `at=` conditions, in the order given.
+    pub fn positions(&self) -> Vec<(i32, i64)> {
+        self.conditions
+            .iter()
+            .filter_map(|c| match c {
+                Condition::At(at) => Some(at.iter().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
     }
 
     /// Whether `entry` meets every condition.
     pub fn matches(&self, entry: &DlqEntry) -> bool {
-        self.conditions.iter().all(|(field, pattern)| {
-            let value = match field {
-                Field::Reason => entry.reason.clone(),
-                Field::Source => entry.source().to_string(),
-                Field::Key => {
-                    entry.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default()
+        self.conditions.iter().all(|c| match c {
+            Condition::Text(field, pattern) => {
+                let value = match field {
+                    Field::Reason => entry.reason.clone(),
+                    Field::Source => entry.source().to_string(),
+                    Field::Key => entry
+                        .key
+                        .as_deref()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default(),
+                    Field::Command => match &entry.task {
+                        Ok(t) => t.command_name().to_ascii_lowercase(),
+                        Err(_) => String::new(),
+                    },
+                };
+                match pattern.strip_suffix('*') {
+                    Some(prefix) => value.starts_with(prefix),
+                    None => value == *pattern,
                 }
-                Field::Command => match &entry.task {
-                    Ok(t) => t.command_name().to_ascii_lowercase(),
-                    Err(_) => String::new(),
-                },
-            };
-            match pattern.strip_suffix('*') {
-                Some(prefix) => value.starts_with(prefix),
-                None => value == *pattern,
             }
+            // An entry of unknown age is neither old nor young enough: an age filter never
+            // sweeps up what it cannot date.
+            Condition::OlderThan(d) => entry.age().is_some_and(|a| a > *d),
+            Condition::YoungerThan(d) => entry.age().is_some_and(|a| a < *d),
+            Condition::At(at) => at.contains(&(entry.partition, entry.offset)),
         })
     }
 }
 
+fn parse_condition(c: &str) -> Result<Condition, String> {
+    let trimmed = c.trim();
+    if let Some(rest) = trimmed.strip_prefix("age") {
+        let rest = rest.trim_start();
+        let (older, duration) = match (rest.strip_prefix('>'), rest.strip_prefix('<')) {
+            (Some(d), _) => (true, d),
+            (_, Some(d)) => (false, d),
+            _ => return Err(format!("--filter `{c}`: expected age>DURATION or age<DURATION, e.g. age>1h")),
+        };
+        let d = humantime::parse_duration(duration.trim()).map_err(|e| {
+            format!("--filter `{c}`: `{}` is not a duration ({e}), e.g. 90s, 10m, 2h", duration.trim())
+        })?;
+        return Ok(if older { Condition::OlderThan(d) } else { Condition::YoungerThan(d) });
+    }
+    let (field, pattern) = trimmed.split_once('=').ok_or_else(|| {
+        format!("--filter `{c}`: expected FIELD=PATTERN, age>DURATION, age<DURATION or at=PARTITION:OFFSET")
+    })?;
+    let field = match field.trim() {
+        "reason" => Field::Reason,
+        "source" => Field::Source,
+        "key" => Field::Key,
+        "command" => Field::Command,
+        "at" => return parse_positions(c, pattern).map(Condition::At),
+        other => {
+            return Err(format!(
+            "--filter `{c}`: unknown field `{other}`, expected one of reason, source, key, command, age, at"
+        ))
+        }
+    };
+    Ok(Condition::Text(field, pattern.trim().to_string()))
+}
+
+fn parse_positions(c: &str, list: &str) -> Result<Vec<(i32, i64)>, String> {
+    let positions: Vec<(i32, i64)> = list
+        .split(',')
+        .map(|p| {
+            let (partition, offset) = p.trim().split_once(':').unwrap_or((p.trim(), ""));
+            match (partition.trim().parse::<i32>(), offset.trim().parse::<i64>()) {
+                (Ok(partition), Ok(offset)) if partition >= 0 && offset >= 0 => Ok((partition, offset)),
+                _ => Err(format!(
+                    "--filter `{c}`: `{}` is not a position PARTITION:OFFSET, e.g. at=0:42",
+                    p.trim()
+                )),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(positions)
+}
+
 /// What `replay` or `purge` did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// Entries replayed or purged.
     pub chosen: usize,
     /// Entries kept in the dead-letter set.
     pub kept: usize,
+    /// Positions an `at=` condition named that are no longer in the dead-letter set: nothing
+    /// was done to them, nor to another entry in their place.
+    pub missing: Vec<(i32, i64)>,
 }
 
 /// The dead-letter set of one pipeline.
@@ -246,6 +329,18 @@ impl Dlq {
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Outcome, SetupError> {
         let (entries, ends) = self.read(None).await?;
+        let missing: Vec<(i32, i64)> = filter
+            .positions()
+            .into_iter()
+            .filter(|at| !entries.iter().any(|e| (e.partition, e.offset) == *at))
+            .collect();
+        let acts_on = |e: &DlqEntry| filter.matches(e) && (e.task.is_ok() || !replay);
+        if !entries.iter().any(acts_on) {
+            // Rewriting would only move every entry to a new position (and invalidate the
+            // positions an operator is looking at) for nothing.
+            progress(entries.len(), entries.len());
+            return Ok(Outcome { chosen: 0, kept: entries.len(), missing });
+        }
         // Entries are sent on as they are, and the consumer may have written them up to its
         // own limit: librdkafka's default (1,000,000 bytes) must not refuse the largest.
         let mut config = self.config.clone();
@@ -257,7 +352,7 @@ impl Dlq {
         let producer = RetryProducer::new(&config)?;
         let topics = self.config.topics();
         let total = entries.len();
-        let mut outcome = Outcome::default();
+        let mut outcome = Outcome { missing, ..Outcome::default() };
         for (i, entry) in entries.iter().enumerate() {
             let chosen = filter.matches(entry);
             let send = match (&entry.task, chosen, replay) {
@@ -287,7 +382,7 @@ impl Dlq {
                     "kafka refused a message after {i} of {total} (nothing was lost; run again): {e}"
                 )));
             }
-            if chosen && (entry.task.is_ok() || !replay) {
+            if acts_on(entry) {
                 outcome.chosen += 1;
             } else {
                 outcome.kept += 1;
@@ -402,4 +497,83 @@ fn read_all(
         ends.add_partition_offset(topic, p, Offset::Offset(at))?;
     }
     Ok((entries, ends))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(
+        partition: i32,
+        offset: i64,
+        reason: &str,
+        key: &str,
+        age: Option<chrono::Duration>,
+    ) -> DlqEntry {
+        let mut task = RedisTask::set(key, "value", Duration::ZERO).unwrap().with_source("Repo.Users");
+        // A capture time at or before Go's zero time means none: the age then comes from the
+        // dead-letter header, absent here.
+        task.captured_at = age.map_or(DateTime::<Utc>::MIN_UTC, |a| Utc::now() - a);
+        DlqEntry {
+            partition,
+            offset,
+            key: Some(key.as_bytes().to_vec()),
+            reason: reason.to_string(),
+            error: String::new(),
+            dead_lettered_at: None,
+            payload: task.to_json(),
+            task: Ok(task),
+            envelope: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn filter(conditions: &[&str]) -> Filter {
+        Filter::parse(&conditions.iter().map(|c| c.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn text_conditions_match_exactly_or_by_prefix() {
+        let e = entry(0, 1, "max_retries", "user:1", None);
+        assert!(filter(&["reason=max_retries", "key=user:*", "source=Repo.*", "command=set"]).matches(&e));
+        assert!(!filter(&["reason=max_retries", "key=order:*"]).matches(&e));
+        assert!(!filter(&["reason=max"]).matches(&e), "without `*` a pattern is the whole value");
+        assert!(filter(&[]).matches(&e), "no condition: every entry");
+    }
+
+    #[test]
+    fn age_conditions_compare_with_the_capture_time_and_skip_the_undated() {
+        let old = entry(0, 1, "expired", "k", Some(chrono::Duration::hours(3)));
+        let young = entry(0, 2, "expired", "k", Some(chrono::Duration::minutes(2)));
+        let undated = entry(0, 3, "expired", "k", None);
+        let older = filter(&["age>1h"]);
+        let younger = filter(&["age < 10m"]);
+        assert!(older.matches(&old) && !older.matches(&young) && !older.matches(&undated));
+        assert!(younger.matches(&young) && !younger.matches(&old) && !younger.matches(&undated));
+        assert!(filter(&["age>1h 30m"]).matches(&old), "humantime spellings");
+    }
+
+    #[test]
+    fn positions_name_entries_and_nothing_else() {
+        let f = filter(&["at=0:1, 2:7"]);
+        assert_eq!(f.positions(), [(0, 1), (2, 7)]);
+        assert!(f.matches(&entry(0, 1, "r", "k", None)));
+        assert!(f.matches(&entry(2, 7, "r", "k", None)));
+        assert!(!f.matches(&entry(0, 7, "r", "k", None)), "partition and offset together");
+        assert!(!f.matches(&entry(2, 1, "r", "k", None)));
+        let narrowed = filter(&["at=0:1", "reason=expired"]);
+        assert!(!narrowed.matches(&entry(0, 1, "max_retries", "k", None)), "every condition holds");
+    }
+
+    #[test]
+    fn bad_conditions_say_what_was_expected() {
+        let err = |c: &str| Filter::parse(&[c.to_string()]).unwrap_err();
+        assert!(err("colour=red").contains("reason, source, key, command, age, at"), "{}", err("colour=red"));
+        assert!(err("age=1h").contains("age>DURATION"), "{}", err("age=1h"));
+        assert!(err("age>soon").contains("not a duration"), "{}", err("age>soon"));
+        assert!(err("at=0").contains("PARTITION:OFFSET"), "{}", err("at=0"));
+        assert!(err("at=0:-3").contains("`0:-3`"), "{}", err("at=0:-3"));
+        assert!(err("at=").contains("PARTITION:OFFSET"), "{}", err("at="));
+        assert!(err("reason").contains("FIELD=PATTERN"), "{}", err("reason"));
+    }
 }

@@ -25,6 +25,7 @@ pub mod consumer;
 pub mod counters;
 pub mod dlq;
 pub mod errors;
+pub mod lag;
 pub mod producer;
 pub mod scope;
 pub mod script;
