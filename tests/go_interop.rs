@@ -65,16 +65,21 @@ fn payload<'a>(tasks: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
     &tasks.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("guide emits {name}")).1
 }
 
-/// Committed offset of `group` on partition 0 of `topic` (-1 when none).
-fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+/// A client of `group` that never joins it: it reads and moves the group's cursor.
+fn group_client(bootstrap: &str, group: &str) -> BaseConsumer {
+    rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .create()
-        .expect("consumer");
+        .expect("consumer")
+}
+
+/// Committed offset of `group` on partition 0 of `topic` (-1 when none).
+fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, 0);
-    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let got =
+        group_client(bootstrap, group).committed_offsets(tpl, Duration::from_secs(10)).expect("committed");
     match got.find_partition(topic, 0).map(|p| p.offset()) {
         Some(Offset::Offset(o)) => o,
         _ => -1,
@@ -83,14 +88,19 @@ fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
 
 /// Moves `group`'s cursor on `topic` back to its start: every message is delivered again.
 fn rewind(bootstrap: &str, group: &str, topic: &str) {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Offset(0)).unwrap();
-    consumer.commit(&tpl, CommitMode::Sync).expect("commit offset 0");
+    group_client(bootstrap, group).commit(&tpl, CommitMode::Sync).expect("commit offset 0");
+}
+
+/// Waits until `group` has settled the first `total` messages of `topic`.
+async fn wait_settled(what: &str, bootstrap: &str, group: &str, topic: &str, total: i64) {
+    let (b, g, t) = (bootstrap.to_string(), group.to_string(), topic.to_string());
+    wait_until(what, Duration::from_secs(90), || {
+        let (b, g, t) = (b.clone(), g.clone(), t.clone());
+        async move { tokio::task::spawn_blocking(move || committed(&b, &g, &t)).await.unwrap() == total }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,12 +143,7 @@ async fn go_services_tasks_of_both_generations_are_applied_by_redis_retry_consum
     let service_args = ["--allow-lua", "--log-format", "json", "--max-age", "1d"];
     let mut service = Service::start(&stack, &group, &service_args);
     let bootstrap = stack.kafka.bootstrap();
-    let (b, g, t) = (bootstrap.clone(), group.clone(), stack.topic.clone());
-    wait_until("every Go task to be settled", Duration::from_secs(90), || {
-        let (b, g, t) = (b.clone(), g.clone(), t.clone());
-        async move { tokio::task::spawn_blocking(move || committed(&b, &g, &t)).await.unwrap() == total }
-    })
-    .await;
+    wait_settled("every Go task to be settled", &bootstrap, &group, &stack.topic, total).await;
 
     // The guide's builders.
     assert!(!redis.exists::<_, bool>(k("del")).await.unwrap(), "DEL");
@@ -199,19 +204,21 @@ async fn go_services_tasks_of_both_generations_are_applied_by_redis_retry_consum
     service.signal(libc::SIGTERM);
     assert!(service.wait(Duration::from_secs(30)).success(), "{}", service.log());
     let (b, g, t) = (bootstrap.clone(), group.clone(), stack.topic.clone());
-    tokio::task::spawn_blocking(move || rewind(&b, &g, &t)).await.unwrap();
-    let _again = Service::start(&stack, &group, &service_args);
-    let (b, g, t) = (bootstrap.clone(), group.clone(), stack.topic.clone());
-    wait_until("the redelivered tasks to be settled", Duration::from_secs(90), || {
-        let (b, g, t) = (b.clone(), g.clone(), t.clone());
-        async move { tokio::task::spawn_blocking(move || committed(&b, &g, &t)).await.unwrap() == total }
-    })
-    .await;
+    let rewound = tokio::task::spawn_blocking(move || {
+        rewind(&b, &g, &t);
+        committed(&b, &g, &t)
+    });
+    assert_eq!(rewound.await.unwrap(), 0, "the group's cursor is back at the start");
+    let again = Service::start(&stack, &group, &service_args);
+    wait_settled("the redelivered tasks to be settled", &bootstrap, &group, &stack.topic, total).await;
     assert_eq!(
         redis.get::<_, i64>(k("counter")).await.unwrap(),
         2,
         "a redelivered Go INCR is not applied twice"
     );
+    let log = again.log();
+    let skipped = log.lines().filter(|l| l.contains("already applied; not applied again")).count();
+    assert_eq!(skipped, 2, "both INCRs were read again and recognised:\n{log}");
 }
 
 /// One line of `guide apply`'s report: what the guide's struct holds after `json.Unmarshal`,
