@@ -392,6 +392,54 @@ async fn happy_path(demo: &Demo, ops: usize) -> Result<Vec<Row>, BoxError> {
     ])
 }
 
+/// CPU time this process has used, user and system, every thread (librdkafka's included).
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: as in `thread_cpu`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time of another process (user and system, from `/proc`, in clock ticks of 10 ms):
+/// the `redis-server` the demo started. `None` where `/proc` cannot tell.
+fn other_process_cpu(pid: Option<u32>) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+/// Where the CPU of a replay went, per message: this process (the consumer with librdkafka's
+/// threads) and the `redis-server` it applies to, beside the wall time per message.
+struct CpuSpan {
+    process: Duration,
+    redis: Option<Duration>,
+    wall: Instant,
+}
+
+impl CpuSpan {
+    fn start(demo: &Demo) -> CpuSpan {
+        CpuSpan { process: process_cpu(), redis: other_process_cpu(demo.redis_pid()), wall: Instant::now() }
+    }
+
+    fn report(&self, demo: &Demo, who: &str, messages: usize) {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / messages.max(1) as f64;
+        let redis = match (self.redis, other_process_cpu(demo.redis_pid())) {
+            (Some(before), Some(after)) => format!("{:.1} µs", per(after.saturating_sub(before))),
+            _ => "not known".to_string(),
+        };
+        println!(
+            "  {who}: per message {:.1} µs of wall time, {:.1} µs of CPU in this process, {redis} in redis-server",
+            per(self.wall.elapsed()),
+            per(process_cpu() - self.process)
+        );
+    }
+}
+
 /// CPU time this thread has used, user and system: what the kernel charged to it, however
 /// long it waited for a core that another process held.
 fn thread_cpu() -> Duration {
@@ -745,8 +793,10 @@ async fn replay_ours(demo: &Demo, n: usize) -> Result<f64, BoxError> {
         let _ = stop_rx.wait_for(|s| *s).await;
     }));
     let start = first_applied(&mut check, &keys[0]).await?;
+    let span = CpuSpan::start(demo);
     let applied = all_applied(&mut check, &keys, Duration::from_secs(300)).await;
     let rate = (n - 1).max(1) as f64 / start.elapsed().as_secs_f64();
+    span.report(demo, "RedisRetryConsumer", n - 1);
     let _ = stop_tx.send(true);
     consumer.await??;
     applied?;
@@ -786,14 +836,18 @@ async fn replay_seed(demo: &Demo, n: usize) -> Result<f64, BoxError> {
 async fn drain_ceiling(demo: &Demo, n: usize) -> Result<f64, BoxError> {
     let (topic, _) = backlog(demo, "bench-replay-drain", n).await?;
     let consumer = demo.plain_consumer(&topic)?;
-    let mut start = None;
+    let (mut start, mut span) = (None, None);
     for _ in 0..n {
         tokio::time::timeout(Duration::from_secs(30), consumer.recv())
             .await
             .map_err(|_| "bare consumer: no message for 30 s")??;
         start.get_or_insert_with(Instant::now);
+        span.get_or_insert_with(|| CpuSpan::start(demo));
     }
     let took = start.map(|s| s.elapsed()).unwrap_or_default();
+    if let Some(span) = span {
+        span.report(demo, "bare consumer", n - 1);
+    }
     Ok((n - 1).max(1) as f64 / took.as_secs_f64().max(1e-9))
 }
 
