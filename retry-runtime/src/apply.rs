@@ -79,11 +79,12 @@ impl Plan {
             .enumerate()
             .map(|(i, unit)| {
                 // Each unit is guarded on its own; a task of one unit keeps the task's guard.
-                let guard_id = if several { format!("{}/{i}", task.id) } else { task.id.clone() };
+                // Built only for a guarded task: the others, most of a backlog, need no copy.
+                let guard_id = || if several { format!("{}/{i}", task.id) } else { task.id.clone() };
                 match unit {
-                    Unit::Slot(_, cmds) if guarded => guarded_request(cmds, &guard_id, guard_ttl, false),
+                    Unit::Slot(_, cmds) if guarded => guarded_request(cmds, &guard_id(), guard_ttl, false),
                     Unit::Spanning(parts) if guarded => {
-                        guarded_request(std::slice::from_ref(parts), &guard_id, guard_ttl, false)
+                        guarded_request(std::slice::from_ref(parts), &guard_id(), guard_ttl, false)
                     }
                     Unit::Slot(slot, cmds) => Request::Commands {
                         slot: *slot,
