@@ -415,8 +415,8 @@ pub(crate) async fn apply_batch<C: ConnectionLike + Clone>(
         cmds: Vec<&'a Cmd>,
     }
     let mut groups: Vec<(Pipeline, Vec<Part>)> = Vec::new();
-    // Only a cluster has more than one group; a single server's batch skips hashing a slot
-    // per request, which was a tenth of a batched task's own CPU.
+    // Only a cluster has more than one group: a single server's batch is one pipeline, and
+    // need not hash a slot per request to find it.
     let mut group_of: HashMap<Option<Slot>, usize> = HashMap::new();
     for (t, (_, plan)) in tasks.iter().enumerate() {
         for (r, request) in plan.requests.iter().enumerate() {
