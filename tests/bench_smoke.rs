@@ -7,13 +7,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Rows the table must hold, one per measured figure.
-const METRICS: [&str; 7] = [
+const METRICS: [&str; 11] = [
     "happy_path ops",
     "happy_path noise",
+    "cpu ns per command",
+    "cpu noise floor",
     "failure_p50",
-    "failure_p99",
+    "failure_p99 extra latency",
+    "failure_p99 extra thread CPU",
     "capture",
     "replay tasks/s",
+    "replay vs a bare consumer",
     "replay_absolute",
 ];
 

@@ -127,6 +127,12 @@ impl Demo {
         Ok(())
     }
 
+    /// The process id of the `redis-server` started for the demo, if it started one: a
+    /// benchmark reads its CPU time to count Redis's share of the work.
+    pub fn redis_pid(&self) -> Option<u32> {
+        self._redis.as_ref().map(|child| child.0.id())
+    }
+
     /// Which broker the demo uses, for a report's heading.
     pub fn broker_label(&self) -> String {
         match &self._mock {

@@ -600,9 +600,36 @@ fn is_container(upper: &[u8]) -> bool {
 fn find(upper: &[u8]) -> Option<&'static CommandSpec> {
     // Every captured write and every replayed task looks its commands up several times: a
     // hash probe is about a tenth of a binary search's nine byte-string comparisons.
-    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static [u8], &'static CommandSpec>> =
-        std::sync::OnceLock::new();
+    type Index = std::collections::HashMap<&'static [u8], &'static CommandSpec, NameHash>;
+    static INDEX: std::sync::OnceLock<Index> = std::sync::OnceLock::new();
     INDEX.get_or_init(|| COMMANDS.iter().map(|c| (c.name.as_bytes(), c)).collect()).get(upper).copied()
+}
+
+/// FNV-1a for the index's keys, command names of a few bytes: SipHash cost two thirds of a
+/// lookup, and a replayed task makes about seven. A keyed hash guards a table that grows
+/// from untrusted keys; this one is built once from the fixed table, and a name that is
+/// not in it costs one probe like any other.
+#[derive(Clone, Copy, Default)]
+struct NameHash;
+
+impl std::hash::BuildHasher for NameHash {
+    type Hasher = Fnv1a;
+    fn build_hasher(&self) -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+struct Fnv1a(u64);
+
+impl std::hash::Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// `buf[..len]` holds the upper-cased name. Tries "NAME SUB" for containers, then the

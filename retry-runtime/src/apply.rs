@@ -79,14 +79,15 @@ impl Plan {
             .enumerate()
             .map(|(i, unit)| {
                 // Each unit is guarded on its own; a task of one unit keeps the task's guard.
-                let guard_id = if several { format!("{}/{i}", task.id) } else { task.id.clone() };
+                // Built only for a guarded task: the others, most of a backlog, need no copy.
+                let guard_id = || if several { format!("{}/{i}", task.id) } else { task.id.clone() };
                 match unit {
-                    Unit::Slot(cmds) if guarded => guarded_request(cmds, &guard_id, guard_ttl, false),
+                    Unit::Slot(_, cmds) if guarded => guarded_request(cmds, &guard_id(), guard_ttl, false),
                     Unit::Spanning(parts) if guarded => {
-                        guarded_request(std::slice::from_ref(parts), &guard_id, guard_ttl, false)
+                        guarded_request(std::slice::from_ref(parts), &guard_id(), guard_ttl, false)
                     }
-                    Unit::Slot(cmds) => Request::Commands {
-                        slot: cmds.iter().find_map(|parts| slots::key_slots(parts).first().copied()),
+                    Unit::Slot(slot, cmds) => Request::Commands {
+                        slot: *slot,
                         cmds: cmds.iter().map(|parts| to_cmd(parts)).collect(),
                     },
                     Unit::Spanning(parts) => Request::Spanning(to_cmd(parts)),
@@ -414,6 +415,8 @@ pub(crate) async fn apply_batch<C: ConnectionLike + Clone>(
         cmds: Vec<&'a Cmd>,
     }
     let mut groups: Vec<(Pipeline, Vec<Part>)> = Vec::new();
+    // Only a cluster has more than one group: a single server's batch is one pipeline, and
+    // need not hash a slot per request to find it.
     let mut group_of: HashMap<Option<Slot>, usize> = HashMap::new();
     for (t, (_, plan)) in tasks.iter().enumerate() {
         for (r, request) in plan.requests.iter().enumerate() {
@@ -424,11 +427,17 @@ pub(crate) async fn apply_batch<C: ConnectionLike + Clone>(
                     unreachable!("apply_batch takes batchable plans only")
                 }
             };
-            let key = if per_slot { slot } else { None };
-            let g = *group_of.entry(key).or_insert_with(|| {
-                groups.push((redis::pipe(), Vec::new()));
-                groups.len() - 1
-            });
+            let g = if per_slot {
+                *group_of.entry(slot).or_insert_with(|| {
+                    groups.push((redis::pipe(), Vec::new()));
+                    groups.len() - 1
+                })
+            } else {
+                if groups.is_empty() {
+                    groups.push((redis::pipe(), Vec::new()));
+                }
+                0
+            };
             let (pipe, parts) = &mut groups[g];
             for cmd in &cmds {
                 pipe.add_command((*cmd).clone());

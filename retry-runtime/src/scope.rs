@@ -206,9 +206,14 @@ pub mod __macro {
         run(ScopeState::Capture(Arc::new(meta)), fut).await
     }
 
-    /// [`capture_static`](super::capture_static), reporting on the scope as well.
-    pub async fn capture_static<F: Future>(meta: &'static Arc<ScopeMeta>, fut: F) -> (F::Output, Report) {
-        run(ScopeState::Static(meta), fut).await
+    /// [`capture_static`](super::capture_static), reporting on the scope as well. Not an
+    /// `async fn`: every annotated call polls through it, and one state machine fewer is
+    /// one copy of the method's future and one layer of polling fewer per call.
+    pub fn capture_static<F: Future>(
+        meta: &'static Arc<ScopeMeta>,
+        fut: F,
+    ) -> impl Future<Output = (F::Output, Report)> {
+        run(ScopeState::Static(meta), fut)
     }
 
     impl Report {

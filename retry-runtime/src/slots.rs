@@ -20,8 +20,8 @@ type Parts<'a> = Vec<&'a [u8]>;
 /// Commands (argument lists, name first) that go to Redis together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Unit<'a> {
-    /// Commands whose keys all hash to one slot, or that have no key, in task order.
-    Slot(Vec<Parts<'a>>),
+    /// Commands whose keys all hash to one slot (`None`: that have no key), in task order.
+    Slot(Option<Slot>, Vec<Parts<'a>>),
     /// One command whose keys span several slots.
     Spanning(Parts<'a>),
 }
@@ -35,7 +35,7 @@ pub(crate) fn units(commands: Vec<Parts<'_>>) -> Vec<Unit<'_>> {
     for parts in commands {
         let slots = key_slots(&parts);
         if slots.len() > 1 {
-            out.extend(segment.drain(..).map(|(_, group)| Unit::Slot(group)));
+            out.extend(segment.drain(..).map(|(slot, group)| Unit::Slot(slot, group)));
             out.push(Unit::Spanning(parts));
             continue;
         }
@@ -45,7 +45,7 @@ pub(crate) fn units(commands: Vec<Parts<'_>>) -> Vec<Unit<'_>> {
             None => segment.push((slot, vec![parts])),
         }
     }
-    out.extend(segment.into_iter().map(|(_, group)| Unit::Slot(group)));
+    out.extend(segment.into_iter().map(|(slot, group)| Unit::Slot(slot, group)));
     out
 }
 
@@ -74,7 +74,7 @@ mod tests {
     #[test]
     fn one_slot_is_one_unit_in_order() {
         let cmds = vec![cmd(&["SET", "{u1}:a", "1"]), cmd(&["DEL", "{u1}:b"]), cmd(&["SET", "{u1}:a", "2"])];
-        assert_eq!(units(cmds.clone()), vec![Unit::Slot(cmds)]);
+        assert_eq!(units(cmds.clone()), vec![Unit::Slot(Some(Slot::for_key(b"{u1}")), cmds)]);
     }
 
     #[test]
@@ -85,7 +85,12 @@ mod tests {
         let got = units(vec![a1.clone(), b.clone(), a2.clone(), del.clone(), a3.clone()]);
         assert_eq!(
             got,
-            vec![Unit::Slot(vec![a1, a2]), Unit::Slot(vec![b]), Unit::Spanning(del), Unit::Slot(vec![a3])]
+            vec![
+                Unit::Slot(Some(Slot::for_key(b"a")), vec![a1, a2]),
+                Unit::Slot(Some(Slot::for_key(b"b")), vec![b]),
+                Unit::Spanning(del),
+                Unit::Slot(Some(Slot::for_key(b"a")), vec![a3])
+            ]
         );
     }
 
@@ -95,7 +100,7 @@ mod tests {
         let set = cmd(&["SET", "k", "v"]);
         assert_eq!(
             units(vec![publish.clone(), set.clone()]),
-            vec![Unit::Slot(vec![publish]), Unit::Slot(vec![set])]
+            vec![Unit::Slot(None, vec![publish]), Unit::Slot(Some(Slot::for_key(b"k")), vec![set])]
         );
     }
 }
