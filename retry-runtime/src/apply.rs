@@ -55,11 +55,19 @@ pub(crate) struct Plan {
 impl Plan {
     /// The requests of `task` in its mode; `guard_ttl` is how long a guard key lives.
     pub fn new(task: &RedisTask, guard_ttl: Duration) -> Plan {
-        let guarded = task.mode == Mode::Replay && !task.is_idempotent();
-        let guard_ttl = guard_ttl.as_secs().max(1);
         if task.mode == Mode::Log {
             return Plan { guarded: false, requests: Vec::new() };
         }
+        // The commands are listed once here and classified once: this runs for every task the
+        // consumer reads (the same answer as `RedisTask::is_idempotent`).
+        let listed = task.commands();
+        let guarded = task.mode == Mode::Replay
+            && task.kind != TaskKind::Lua
+            && !listed.iter().all(|parts| {
+                crate::commands::classify(parts)
+                    .is_some_and(|c| matches!(c.access, crate::commands::Access::Write { idempotent: true }))
+            });
+        let guard_ttl = guard_ttl.as_secs().max(1);
         if task.mode == Mode::Replay && (task.kind == TaskKind::Lua || task.atomic) {
             let request = if guarded {
                 guarded_request(&task.commands(), &task.id, guard_ttl, task.atomic)
@@ -70,7 +78,7 @@ impl Plan {
         }
         let commands: Vec<Vec<&[u8]>> = match task.mode {
             Mode::Invalidate => task.touched_keys().into_iter().map(|k| vec![&b"DEL"[..], k]).collect(),
-            _ => task.commands(),
+            _ => listed,
         };
         let units = slots::units(commands);
         let several = units.len() > 1;

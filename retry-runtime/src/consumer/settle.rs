@@ -222,7 +222,8 @@ where
             }
         }
         let decoded = crate::task::decode(payload)
-            .and_then(|d| d.task.validate_for_replay(self.config.allow_lua).map(|()| d))
+            // `decode` has validated the task; what is left is the consumer's own policy.
+            .and_then(|d| d.task.check_lua_allowed(self.config.allow_lua).map(|()| d))
             .map_err(|e| Refused { reason: e.dlq_reason(), error: e.to_string() })?;
         let mut task = decoded.task;
         if task.id.is_empty() {

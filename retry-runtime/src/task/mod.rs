@@ -626,6 +626,11 @@ impl RedisTask {
     /// may replay. `allow_lua` decides whether Lua tasks pass.
     pub fn validate_for_replay(&self, allow_lua: bool) -> Result<(), TaskError> {
         self.validate()?;
+        self.check_lua_allowed(allow_lua)
+    }
+
+    /// The consumer's policy on scripts: a Lua task in `replay` mode needs `allow_lua`.
+    pub(crate) fn check_lua_allowed(&self, allow_lua: bool) -> Result<(), TaskError> {
         if self.kind == TaskKind::Lua && !allow_lua && self.mode == Mode::Replay {
             return Err(TaskError::LuaDisabled);
         }
