@@ -440,3 +440,36 @@ async fn what_our_producer_publishes_is_read_and_applied_by_the_guide_s_go_consu
 fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).expect("UTF-8 argument")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_task_keeps_the_name_it_was_first_read_under_through_the_retry_tiers() {
+    let mut stack = Stack::start().await;
+    let mut admin = stack.conn().await;
+    let p = unique("tier");
+    let tasks = go_tasks(&p);
+    // Redis refuses writes for a while: the Go INCR fails and moves to the first tier.
+    refuse_writes(&mut admin, true).await;
+    stack.kafka.produce(&stack.topic, None, payload(&tasks, "incr_1")).await;
+    let config = stack.consumer_config();
+    stack.spawn_consumer(config, &stack.redis.url()).await;
+    let tier = format!("{}.retry.1", stack.topic);
+    let moved = stack.kafka.read_messages(&tier, 1, Duration::from_secs(30)).await;
+    assert_eq!(moved.len(), 1, "the failed Go task reached {tier}");
+    let task = RedisTask::from_json(moved[0].payload().unwrap()).unwrap();
+    assert_eq!(task.id, format!("{}:0:0", stack.topic), "named where it was first read, on the tier too");
+    assert_eq!(task.retry_count, 1);
+
+    refuse_writes(&mut admin, false).await;
+    let counter = format!("{p}counter");
+    wait_until("the retried INCR to be applied", Duration::from_secs(30), || {
+        let (mut c, key) = (admin.clone(), counter.clone());
+        async move { c.get::<_, Option<i64>>(key).await.ok().flatten() == Some(1) }
+    })
+    .await;
+    let guard: Vec<String> =
+        redis::cmd("KEYS").arg("redis-retry:applied:*").query_async(&mut admin).await.unwrap();
+    assert_eq!(guard.len(), 1, "{guard:?}");
+    assert!(guard[0].ends_with(&task.id), "the guard is kept under that name: {guard:?}");
+    stack.stop_consumer().await.unwrap();
+    assert_eq!(admin.get::<_, i64>(&counter).await.unwrap(), 1, "applied once");
+}
