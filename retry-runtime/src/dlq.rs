@@ -403,23 +403,7 @@ fn read_all(
     limit: Option<usize>,
 ) -> Result<(Vec<DlqEntry>, TopicPartitionList), SetupError> {
     let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(SetupError::Config(format!(
-            "topic {topic} does not exist (run `redis-retry topics ensure`)"
-        )));
-    }
-    let mut wanted = TopicPartitionList::new();
-    for p in &partitions {
-        wanted.add_partition(topic, *p);
-    }
-    let committed = consumer.committed_offsets(wanted, timeout)?;
+    let (partitions, committed) = crate::lag::committed_positions(consumer, topic, timeout)?;
     let mut assignment = TopicPartitionList::new();
     // Per partition: the next offset to read and the end as the broker reports it. The reported
     // end is only a floor: some brokers report a batch's base offset, so reading goes on until

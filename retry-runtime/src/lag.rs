@@ -167,6 +167,34 @@ fn topic_lag(
     group: &str,
     timeout: Duration,
 ) -> Result<TopicLag, SetupError> {
+    let (ids, committed) = committed_positions(consumer, topic, timeout)?;
+    let mut partitions = Vec::with_capacity(ids.len());
+    for p in ids {
+        let (low, end) = consumer.fetch_watermarks(topic, p, timeout)?;
+        let committed = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        };
+        // Below the start, what the offset pointed at was deleted by retention: the backlog
+        // is what is still there.
+        let from = committed.unwrap_or(low).max(low);
+        partitions.push(PartitionLag { partition: p, end, committed, lag: (end - from).max(0) });
+    }
+    Ok(TopicLag { topic: topic.to_string(), group: group.to_string(), partitions })
+}
+
+/// The partitions of `topic`, in order, and the offsets that `consumer`'s group has committed
+/// there: where a group stands, for its lag and for the DLQ's cursor.
+///
+/// # Errors
+///
+/// [`SetupError::Config`] when the topic does not exist; Kafka's errors when the broker does
+/// not answer within `timeout`.
+pub(crate) fn committed_positions(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(Vec<i32>, TopicPartitionList), SetupError> {
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut ids: Vec<i32> = metadata
         .topics()
@@ -185,17 +213,5 @@ fn topic_lag(
         tpl.add_partition(topic, *p);
     }
     let committed = consumer.committed_offsets(tpl, timeout)?;
-    let mut partitions = Vec::with_capacity(ids.len());
-    for p in ids {
-        let (low, end) = consumer.fetch_watermarks(topic, p, timeout)?;
-        let committed = match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
-        };
-        // Below the start, what the offset pointed at was deleted by retention: the backlog
-        // is what is still there.
-        let from = committed.unwrap_or(low).max(low);
-        partitions.push(PartitionLag { partition: p, end, committed, lag: (end - from).max(0) });
-    }
-    Ok(TopicLag { topic: topic.to_string(), group: group.to_string(), partitions })
+    Ok((ids, committed))
 }
