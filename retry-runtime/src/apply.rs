@@ -58,15 +58,11 @@ impl Plan {
         if task.mode == Mode::Log {
             return Plan { guarded: false, requests: Vec::new() };
         }
-        // The commands are listed once here and classified once: this runs for every task the
-        // consumer reads (the same answer as `RedisTask::is_idempotent`).
+        // `RedisTask::is_idempotent`, on commands listed once: this runs for every task the
+        // consumer reads, and the list is needed below as well.
         let listed = task.commands();
-        let guarded = task.mode == Mode::Replay
-            && task.kind != TaskKind::Lua
-            && !listed.iter().all(|parts| {
-                crate::commands::classify(parts)
-                    .is_some_and(|c| matches!(c.access, crate::commands::Access::Write { idempotent: true }))
-            });
+        let guarded =
+            task.mode == Mode::Replay && task.kind != TaskKind::Lua && !crate::task::all_idempotent(&listed);
         let guard_ttl = guard_ttl.as_secs().max(1);
         if task.mode == Mode::Replay && (task.kind == TaskKind::Lua || task.atomic) {
             let request = if guarded {

@@ -528,9 +528,7 @@ impl RedisTask {
         if self.mode == Mode::Invalidate || self.kind == TaskKind::Lua {
             return true;
         }
-        self.commands().iter().all(|parts| {
-            commands::classify(parts).is_some_and(|c| matches!(c.access, Access::Write { idempotent: true }))
-        })
+        all_idempotent(&self.commands())
     }
 
     /// Every command of the task as argument lists (name first); a Lua task gives none.
@@ -751,6 +749,14 @@ impl RedisTask {
         }
         pipe
     }
+}
+
+/// Whether every one of `commands` (as [`RedisTask::commands`] lists them) is a write that
+/// applying twice leaves as applying once.
+pub(crate) fn all_idempotent(commands: &[Vec<&[u8]>]) -> bool {
+    commands.iter().all(|parts| {
+        commands::classify(parts).is_some_and(|c| matches!(c.access, Access::Write { idempotent: true }))
+    })
 }
 
 fn check_write(parts: &[&[u8]]) -> Result<(), TaskError> {

@@ -96,8 +96,7 @@ impl WireTask {
                 // The later Go consumer deletes each key whole; one DEL a key keeps every command
                 // in one slot, so the task also applies on Redis Cluster.
                 (None, false) => {
-                    let dels =
-                        self.keys.into_iter().map(|k| RedisCmd { command: "del".into(), args: vec![k] });
+                    let dels = self.keys.into_iter().map(|k| RedisCmd::new("del", [k]));
                     (TaskKind::Pipeline, String::new(), Vec::new(), dels.collect())
                 }
                 (Some(_), false) => return Err(TaskError::Malformed(
