@@ -238,6 +238,15 @@ impl Browser {
         self.css(selector).await.text().await.unwrap()
     }
 
+    /// Asks for a replay of the one ticked entry, checks that the confirmation names it
+    /// (`key`), and confirms.
+    async fn replay_ticked_entry(&self, key: &str) {
+        self.css("#replay-selected").await.click().await.unwrap();
+        let confirm = self.text_of("#confirm").await;
+        assert!(confirm.contains("Replay 1 dead letter(s)") && confirm.contains(key), "{confirm}");
+        self.css("#confirm-action").await.click().await.unwrap();
+    }
+
     async fn screenshot(&self, name: &str) {
         let dir = std::env::var_os("REDIS_RETRY_SCREENSHOTS")
             .map(PathBuf::from)
@@ -384,10 +393,7 @@ async fn in_a_browser_the_console_shows_filters_and_replays_dead_letters_and_ref
     // Without the token the page's replay is refused, and nothing moves.
     browser.set_input("#token", "").await;
     browser.css(&format!("input.select-entry[data-at='{order_at}']")).await.click().await.unwrap();
-    browser.css("#replay-selected").await.click().await.unwrap();
-    let confirm = browser.text_of("#confirm").await;
-    assert!(confirm.contains("Replay 1 dead letter(s)") && confirm.contains("order:3"), "{confirm}");
-    browser.css("#confirm-action").await.click().await.unwrap();
+    browser.replay_ticked_entry("order:3").await;
     browser
         .wait_for(
             "the refusal",
@@ -406,10 +412,7 @@ async fn in_a_browser_the_console_shows_filters_and_replays_dead_letters_and_ref
             &format!("return document.querySelector(\"input.select-entry[data-at='{order_at}']\").checked;"),
         )
         .await;
-    browser.css("#replay-selected").await.click().await.unwrap();
-    let confirm = browser.text_of("#confirm").await;
-    assert!(confirm.contains("Replay 1 dead letter(s)") && confirm.contains("order:3"), "{confirm}");
-    browser.css("#confirm-action").await.click().await.unwrap();
+    browser.replay_ticked_entry("order:3").await;
     browser
         .wait_for(
             "the replay's result",
