@@ -58,6 +58,9 @@ impl Plan {
         if task.mode == Mode::Log {
             return Plan { guarded: false, requests: Vec::new() };
         }
+        if let Some(plan) = Plan::one_idempotent_command(task) {
+            return plan;
+        }
         // `RedisTask::is_idempotent`, on commands listed once: this runs for every task the
         // consumer reads, and the list is needed below as well.
         let listed = task.commands();
@@ -101,6 +104,26 @@ impl Plan {
         Plan { guarded, requests }
     }
 
+    /// Most of a backlog is one idempotent write: its plan is the command itself, in its
+    /// slot, built without the lists and units a pipeline or a guarded task needs (the
+    /// consumer plans every task it reads). `None` for any other task.
+    fn one_idempotent_command(task: &RedisTask) -> Option<Plan> {
+        if task.kind != TaskKind::Simple || task.mode != Mode::Replay || task.atomic {
+            return None;
+        }
+        let parts = task.simple_parts();
+        let class = crate::commands::classify(&parts)?;
+        if !matches!(class.access, crate::commands::Access::Write { idempotent: true }) {
+            return None;
+        }
+        let slots = slots::distinct_slots(crate::commands::keys(class.spec, &parts));
+        let request = match slots[..] {
+            [_, _, ..] => Request::Spanning(to_cmd(&parts)),
+            _ => Request::Commands { slot: slots.first().copied(), cmds: vec![to_cmd(&parts)] },
+        };
+        Some(Plan { guarded: false, requests: vec![request] })
+    }
+
     /// Whether the plan can join a batch: no transaction or whole script, and on a cluster
     /// (`per_slot`) no command whose keys span slots, since a batch is cut by slot there.
     pub fn batchable(&self, per_slot: bool) -> bool {
@@ -113,7 +136,8 @@ impl Plan {
 }
 
 fn to_cmd(parts: &[&[u8]]) -> Cmd {
-    let mut cmd = Cmd::new();
+    // Sized up front: grown argument by argument, the buffers are reallocated several times.
+    let mut cmd = Cmd::with_capacity(parts.len(), parts.iter().map(|p| p.len()).sum());
     for p in parts {
         cmd.arg(*p);
     }

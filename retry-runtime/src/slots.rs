@@ -51,13 +51,19 @@ pub(crate) fn units(commands: Vec<Parts<'_>>) -> Vec<Unit<'_>> {
 
 /// The distinct slots of the command's keys, as the command table finds them.
 pub(crate) fn key_slots(parts: &[&[u8]]) -> Vec<Slot> {
-    let mut slots = Vec::new();
-    if let Some(spec) = commands::lookup(parts) {
-        for key in commands::keys(spec, parts) {
-            let slot = Slot::for_key(key);
-            if !slots.contains(&slot) {
-                slots.push(slot);
-            }
+    match commands::lookup(parts) {
+        Some(spec) => distinct_slots(commands::keys(spec, parts)),
+        None => Vec::new(),
+    }
+}
+
+/// The distinct slots of `keys`, in the order first seen.
+pub(crate) fn distinct_slots(keys: Vec<&[u8]>) -> Vec<Slot> {
+    let mut slots = Vec::with_capacity(keys.len().min(4));
+    for key in keys {
+        let slot = Slot::for_key(key);
+        if !slots.contains(&slot) {
+            slots.push(slot);
         }
     }
     slots

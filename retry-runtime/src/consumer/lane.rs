@@ -2,6 +2,7 @@
 //! has them settled and stores their offsets only then.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -74,38 +75,59 @@ where
     ) -> Result<(), SetupError> {
         let max_batch = self.config.max_batch;
         let mut batch = Vec::with_capacity(max_batch);
+        let mut prepared = Vec::with_capacity(max_batch);
         loop {
-            let next = tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
-                m = consumer.recv() => m,
-            };
-            match next {
-                Ok(m) => batch.push(m),
-                Err(e) => {
-                    tracing::warn!(error = %e, "kafka consumer error");
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => break,
-                        _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+            if batch.is_empty() {
+                let next = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    m = consumer.recv() => m,
+                };
+                match next {
+                    Ok(m) => batch.push(m),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka consumer error");
+                        tokio::select! {
+                            _ = stop.wait_for(|s| *s) => break,
+                            _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                        }
                     }
                 }
             }
             // What librdkafka has already fetched joins the batch; nothing waits for more.
-            while batch.len() < max_batch {
-                match consumer.recv().now_or_never() {
-                    Some(Ok(m)) => batch.push(m),
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "kafka consumer error");
-                        break;
+            let from = prepared.len();
+            fetched(&consumer, &mut batch, max_batch);
+            prepared.extend(self.prepare_all(&batch[from..], is_tier));
+            let mut next = Vec::with_capacity(max_batch);
+            let mut next_prepared = Vec::new();
+            let settled = {
+                let mut settling = std::pin::pin!(self.settle_batch(
+                    &batch,
+                    std::mem::take(&mut prepared),
+                    is_tier,
+                    &mut stop
+                ));
+                match futures_util::poll!(settling.as_mut()) {
+                    Poll::Ready(settled) => settled,
+                    Poll::Pending => {
+                        // Redis is applying this batch (or the lane waits for a retry to be
+                        // due): decode the next one meanwhile, on this core, while Redis works
+                        // on the other. Decoding touches nothing, so the order in which
+                        // messages are settled and their offsets stored does not change.
+                        // One yield first: the connection's task, woken on this thread, gets
+                        // to write the request before the decoding holds the thread.
+                        tokio::task::yield_now().await;
+                        fetched(&consumer, &mut next, max_batch);
+                        next_prepared = self.prepare_all(&next, is_tier);
+                        settling.await
                     }
-                    None => break,
                 }
-            }
-            let settled = self.settle_batch(&batch, is_tier, &mut stop).await;
+            };
             store_offsets(&consumer, &batch[..settled]);
             if settled < batch.len() {
                 break;
             }
-            batch.clear();
+            batch = next;
+            prepared = next_prepared;
         }
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => {}
@@ -118,6 +140,20 @@ where
             Ok(Some(why)) => Err(SetupError::Runtime(why)),
             Ok(None) => Ok(()),
             Err(_) => Err(SetupError::Runtime("a consumer lane panicked".to_string())),
+        }
+    }
+}
+
+/// Moves into `batch`, up to `max` messages, what librdkafka has already fetched.
+fn fetched<'a>(consumer: &'a KafkaConsumer, batch: &mut Vec<BorrowedMessage<'a>>, max: usize) {
+    while batch.len() < max {
+        match consumer.recv().now_or_never() {
+            Some(Ok(m)) => batch.push(m),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "kafka consumer error");
+                break;
+            }
+            None => break,
         }
     }
 }

@@ -44,8 +44,11 @@ const CAREFUL_FOR: Duration = Duration::from_secs(10);
 /// What a dead letter's record needs beside its payload, key and headers (record framing).
 const RECORD_OVERHEAD: usize = 1024;
 
+/// A message decoded and planned, or why it was refused before it reached Redis.
+pub(super) type Prepared = Result<(RedisTask, Plan), Refused>;
+
 /// Why a message was refused before it reached Redis.
-struct Refused {
+pub(super) struct Refused {
     reason: DlqReason,
     error: String,
 }
@@ -77,22 +80,39 @@ impl<C> Shared<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    /// Settles the messages of a batch in order and returns how many were settled (all of them
-    /// unless shutdown interrupted one). Tasks that can be pipelined gather until something must
-    /// go alone (a bad message, a transaction, a task not yet due), then go to Redis in one
-    /// round trip, so per-key order is the order of the partition.
+    /// Decodes and plans each message: what a batch needs before anything is sent, and
+    /// touches nothing, so the lane can do it for the next batch while Redis applies this one.
+    pub(super) fn prepare_all(&self, msgs: &[BorrowedMessage<'_>], is_tier: bool) -> Vec<Prepared> {
+        msgs.iter()
+            .map(|msg| {
+                let task = self.prepare(msg, is_tier)?;
+                let plan = Plan::new(&task, self.guard_ttl());
+                Ok((task, plan))
+            })
+            .collect()
+    }
+
+    /// Settles the messages of a batch, prepared by [`prepare_all`](Self::prepare_all), in
+    /// order and returns how many were settled (all of them unless shutdown interrupted one).
+    /// Tasks that can be pipelined gather until something must go alone (a bad message, a
+    /// transaction, a task not yet due), then go to Redis in one round trip, so per-key order
+    /// is the order of the partition.
     pub(super) async fn settle_batch(
         &self,
         batch: &[BorrowedMessage<'_>],
+        prepared: Vec<Prepared>,
         is_tier: bool,
         stop: &mut watch::Receiver<bool>,
     ) -> usize {
+        // Only what was prepared is settled: a message without its preparation is left
+        // unsettled (read again), never counted as done.
+        debug_assert_eq!(batch.len(), prepared.len());
+        let batch = &batch[..batch.len().min(prepared.len())];
         let mut pending: Vec<(usize, RedisTask, Plan)> = Vec::new();
         let careful = self.careful();
-        for (i, msg) in batch.iter().enumerate() {
-            let task = match self.prepare(msg, is_tier) {
-                Ok(task) => {
-                    let plan = Plan::new(&task, self.guard_ttl());
+        for (i, (msg, prepared)) in batch.iter().zip(prepared).enumerate() {
+            let task = match prepared {
+                Ok((task, plan)) => {
                     let due_later = is_tier && task.not_before.is_some_and(|due| due > chrono::Utc::now());
                     if task.mode != Mode::Log
                         && !careful

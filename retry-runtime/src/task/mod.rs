@@ -15,6 +15,7 @@ use crate::commands::{self, Access};
 use crate::errors::TaskError;
 
 mod arg;
+mod timestamp;
 mod wire;
 
 pub use arg::Arg;
@@ -531,12 +532,15 @@ impl RedisTask {
         all_idempotent(&self.commands())
     }
 
+    /// A simple task's command as its arguments, name first.
+    pub(crate) fn simple_parts(&self) -> Vec<&[u8]> {
+        std::iter::once(self.command.as_bytes()).chain(self.args.iter().map(Arg::as_bytes)).collect()
+    }
+
     /// Every command of the task as argument lists (name first); a Lua task gives none.
     pub fn commands(&self) -> Vec<Vec<&[u8]>> {
         match self.kind {
-            TaskKind::Simple => vec![std::iter::once(self.command.as_bytes())
-                .chain(self.args.iter().map(Arg::as_bytes))
-                .collect()],
+            TaskKind::Simple => vec![self.simple_parts()],
             TaskKind::Pipeline => self.pipeline_cmds.iter().map(RedisCmd::parts).collect(),
             TaskKind::Lua => Vec::new(),
         }
@@ -654,7 +658,7 @@ impl RedisTask {
                 if self.command.is_empty() {
                     return Err(TaskError::MissingField("command"));
                 }
-                check_write(&self.commands()[0])
+                check_write(&self.simple_parts())
             }
             TaskKind::Pipeline => {
                 if self.pipeline_cmds.is_empty() {

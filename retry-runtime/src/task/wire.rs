@@ -71,7 +71,7 @@ pub(crate) struct WireTask {
     user_uuid: String,
     #[serde(default)]
     device_id: String,
-    #[serde(default = "go_zero_time")]
+    #[serde(default = "go_zero_time", deserialize_with = "super::timestamp::deserialize")]
     timestamp: DateTime<Utc>,
     #[serde(default)]
     retry_count: u32,
@@ -84,7 +84,7 @@ pub(crate) struct WireTask {
     source: String,
     #[serde(default)]
     mode: Mode,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::timestamp::deserialize_option")]
     not_before: Option<DateTime<Utc>>,
 }
 
