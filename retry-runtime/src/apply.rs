@@ -436,63 +436,83 @@ pub(crate) async fn apply_batch<C: ConnectionLike + Clone>(
     tasks: &[(&RedisTask, &Plan)],
     per_slot: bool,
 ) -> Result<Vec<Applied>, RedisError> {
-    // Where each request's replies land: (task, request within the task, commands).
-    struct Part<'a> {
+    // Where one request's replies land: in which pipeline, from where, how many. Parts are
+    // listed in task order, and a task's in request order, so each task's replies are read
+    // as slices of the pipelines' replies, with no list of its own.
+    struct Part {
         task: usize,
         request: usize,
-        cmds: Vec<&'a Cmd>,
+        group: usize,
+        start: usize,
+        len: usize,
     }
-    let mut groups: Vec<(Pipeline, Vec<Part>)> = Vec::new();
+    let mut groups: Vec<Pipeline> = Vec::new();
+    let mut parts: Vec<Part> = Vec::with_capacity(tasks.len());
     // Only a cluster has more than one group: a single server's batch is one pipeline, and
     // need not hash a slot per request to find it.
     let mut group_of: HashMap<Option<Slot>, usize> = HashMap::new();
     for (t, (_, plan)) in tasks.iter().enumerate() {
         for (r, request) in plan.requests.iter().enumerate() {
-            let (slot, cmds): (Option<Slot>, Vec<&Cmd>) = match request {
-                Request::Commands { slot, cmds } => (*slot, cmds.iter().collect()),
-                Request::Spanning(cmd) => (None, vec![cmd]),
+            let slot = match request {
+                Request::Commands { slot, .. } => *slot,
+                Request::Spanning(_) => None,
                 Request::Atomic(_) | Request::Staged { .. } => {
                     unreachable!("apply_batch takes batchable plans only")
                 }
             };
-            let g = if per_slot {
+            let group = if per_slot {
                 *group_of.entry(slot).or_insert_with(|| {
-                    groups.push((redis::pipe(), Vec::new()));
+                    groups.push(redis::pipe());
                     groups.len() - 1
                 })
             } else {
                 if groups.is_empty() {
-                    groups.push((redis::pipe(), Vec::new()));
+                    groups.push(redis::pipe());
                 }
                 0
             };
-            let (pipe, parts) = &mut groups[g];
-            for cmd in &cmds {
-                pipe.add_command((*cmd).clone());
+            let pipe = &mut groups[group];
+            let start = pipe.len();
+            let cmds = batched_cmds(request);
+            for cmd in cmds {
+                pipe.add_command(cmd.clone());
             }
-            parts.push(Part { task: t, request: r, cmds });
+            parts.push(Part { task: t, request: r, group, start, len: cmds.len() });
         }
     }
-    let sent = groups.iter().map(|(pipe, _)| {
+    let sent = groups.iter().map(|pipe| {
         let mut conn = redis.clone();
         async move { scope::suppressed(conn.req_packed_commands(pipe, 0, pipe.len())).await }
     });
-    let results = futures_util::future::join_all(sent).await;
-    let mut replies: Vec<Vec<Vec<Value>>> =
-        tasks.iter().map(|(_, plan)| vec![Vec::new(); plan.requests.len()]).collect();
-    for ((_, parts), result) in groups.into_iter().zip(results) {
-        let mut values = result?.into_iter();
-        for part in parts {
-            let mut taken: Vec<Value> = values.by_ref().take(part.cmds.len()).collect();
-            forgive_gone_sources(part.cmds.iter().copied(), &mut taken);
-            replies[part.task][part.request] = taken;
+    let mut replies =
+        futures_util::future::join_all(sent).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // A pipeline answers every command; should one answer short, the missing replies read
+    // as none rather than as another request's.
+    for part in &parts {
+        if let Some(values) = replies[part.group].get_mut(part.start..part.start + part.len) {
+            forgive_gone_sources(batched_cmds(&tasks[part.task].1.requests[part.request]).iter(), values);
         }
     }
+    let mut next = 0;
     Ok(tasks
         .iter()
-        .zip(replies)
-        .map(|((task, plan), replies)| judge(task, plan.guarded, replies.iter().map(Vec::as_slice)))
+        .enumerate()
+        .map(|(t, (task, plan))| {
+            let own = parts[next..].iter().take_while(|p| p.task == t);
+            next += own.clone().count();
+            let replies = own.map(|p| replies[p.group].get(p.start..p.start + p.len).unwrap_or_default());
+            judge(task, plan.guarded, replies)
+        })
         .collect())
+}
+
+/// The commands of a batchable request.
+fn batched_cmds(request: &Request) -> &[Cmd] {
+    match request {
+        Request::Commands { cmds, .. } => cmds,
+        Request::Spanning(cmd) => std::slice::from_ref(cmd),
+        Request::Atomic(_) | Request::Staged { .. } => &[],
+    }
 }
 
 fn pipeline_of(cmds: &[Cmd]) -> Pipeline {
