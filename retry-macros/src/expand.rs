@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! async fn save(&self, k: &str) -> R {
-//!     let (__redis_retry_output, __redis_retry_report) = ::redis_retry::scope::__macro::capture_static(
+//!     ::redis_retry::scope::__macro::capture_static(
 //!         {
 //!             static __REDIS_RETRY_META: ::redis_retry::__private::MetaCell = ..::new();
 //!             __REDIS_RETRY_META.get(|| ::redis_retry::__private::meta("Repo.save", 5,
@@ -19,19 +19,22 @@
 //!             if false { let __redis_retry_return: R = loop {}; return __redis_retry_return; }
 //!             { body }
 //!         },
+//!         |__redis_retry_output| {
+//!             use ..::{ReturnsRedis as _, ReturnsBoxed as _, ReturnsResult as _, ReturnsOther as _};
+//!             (&&&..::Returned(__redis_retry_output)).redis_error()
+//!         },
 //!     )
-//!     .await;
-//!     { use ..::{ReturnsRedis as _, ReturnsBoxed as _, ReturnsResult as _, ReturnsOther as _};
-//!       __redis_retry_report.check((&&&..::Returned(&__redis_retry_output)).redis_error()); }
-//!     __redis_retry_output
+//!     .await
 //! }
 //! ```
 //!
 //! With a `context = expr`, the metadata depends on the call and is built per call with
-//! `__macro::capture(__private::meta(.., Some(expr.into())), ..)` instead. The report warns
-//! when the call returned a transient Redis error that no `RetryConnection` in the scope saw;
-//! the `Returned` probe finds that error by autoref specialisation on the concrete return
-//! type, so a method that returns no `Result` costs nothing.
+//! `__macro::capture(__private::meta(.., Some(expr.into())), ..)` instead. The scope's future
+//! runs the closure on what the call returned, and warns when that is a transient Redis error
+//! that no `RetryConnection` in the scope saw; the `Returned` probe finds that error by autoref
+//! specialisation on the concrete return type, so a method that returns no `Result` costs
+//! nothing. The probe is a closure handed to the scope's future rather than code after the
+//! `.await`, so that the call is one future around the body, not two.
 //!
 //! Paths are absolute and the one local is prefixed, so nothing collides with the user's
 //! names. The unreachable `return` tells type inference (and error messages) the declared
@@ -98,15 +101,8 @@ fn expand(args: TokenStream, func: &mut Func) -> syn::Result<TokenStream> {
                 let inner = std::mem::replace(future, Expr::Verbatim(TokenStream::new()));
                 let Enter { call, meta, check } = &enter;
                 // The metadata is built when the function is called, as before the attribute
-                // ran; the future awaits the scope and then checks what it returned.
-                *future = parse_quote!({
-                    let __redis_retry_future = #call(#meta, #inner);
-                    async move {
-                        let (__redis_retry_output, __redis_retry_report) = __redis_retry_future.await;
-                        #check
-                        __redis_retry_output
-                    }
-                });
+                // ran; the scope's future is the function's future.
+                *future = parse_quote!(#call(#meta, #inner, #check));
             }
             func.to_token_stream()
         }
@@ -141,13 +137,15 @@ fn wrap_body(func: &Func, enter: &Enter) -> TokenStream {
         #(#attrs)*
         #vis #sig {
             #(#inner_attrs)*
-            let (__redis_retry_output, __redis_retry_report) = #call(#meta, async move {
-                #fake_return
-                #block
-            })
-            .await;
-            #check
-            __redis_retry_output
+            #call(
+                #meta,
+                async move {
+                    #fake_return
+                    #block
+                },
+                #check,
+            )
+            .await
         }
     }
 }
@@ -171,11 +169,13 @@ fn enter(args: &Args, sig: &Signature, krate: &Path) -> Enter {
         None => quote!(#krate::__private::DEFAULT_MAX_RETRIES),
     };
     let mode = args.mode().variant();
-    let check = quote! {{
-        #[allow(unused_imports)]
-        use #krate::scope::__macro::{ReturnsBoxed as _, ReturnsOther as _, ReturnsRedis as _, ReturnsResult as _};
-        __redis_retry_report.check((&&&#krate::scope::__macro::Returned(&__redis_retry_output)).redis_error());
-    }};
+    let check = quote! {
+        |__redis_retry_output| {
+            #[allow(unused_imports)]
+            use #krate::scope::__macro::{ReturnsBoxed as _, ReturnsOther as _, ReturnsRedis as _, ReturnsResult as _};
+            (&&&#krate::scope::__macro::Returned(__redis_retry_output)).redis_error()
+        }
+    };
     match &args.context {
         // Spanned at the expression: a type without `Into<TaskContext>` is reported there.
         Some(expr) => {
@@ -199,7 +199,8 @@ fn enter(args: &Args, sig: &Signature, krate: &Path) -> Enter {
     }
 }
 
-/// How the scope is entered, `#call(#meta, future)`, and what runs on its output.
+/// How the scope is entered, `#call(#meta, future, #check)`; `check` finds the Redis error in
+/// what the call returned.
 struct Enter {
     call: TokenStream,
     meta: TokenStream,

@@ -1,7 +1,8 @@
 //! `RetryConnection`: a Redis connection that turns failed writes into tasks.
 //!
-//! It implements `redis::aio::ConnectionLike` around any async connection and adds nothing to
-//! a command that succeeds or reads. When a mutating command fails with a transient error
+//! It implements `redis::aio::ConnectionLike` around an async connection of redis-rs (any
+//! other through [`InnerConnection`] or [`Boxed`]) and adds nothing to a command that succeeds
+//! or reads. When a mutating command fails with a transient error
 //! inside a capture scope (or on a connection built with
 //! [`capture_all`](RetryConnection::capture_all)), the task is published right there, before
 //! the error is returned: a request future dropped after the failed write has still queued it.
@@ -10,7 +11,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionLike;
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::commands::{self, Access};
@@ -275,19 +277,126 @@ fn remember_loaded_script(cmd: &Cmd) {
     }
 }
 
-/// Runs `request` within `deadline`, when there is one.
-async fn within<T>(
-    deadline: Option<Duration>,
-    request: impl Future<Output = RedisResult<T>>,
-) -> RedisResult<T> {
-    let Some(deadline) = deadline else { return request.await };
-    match tokio::time::timeout(deadline, request).await {
-        Ok(result) => result,
-        Err(_) => Err(RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no reply from Redis within the {deadline:?} deadline"),
-        ))),
+/// The connection a [`RetryConnection`] wraps: a redis-rs `ConnectionLike` whose requests
+/// the wrapper can hold inline.
+///
+/// `ConnectionLike` hands out every request as a boxed future, and the wrapper, which must see
+/// the reply, boxes its own around it: two allocations per command where redis-rs alone makes
+/// one. For `MultiplexedConnection` and `ConnectionManager` this trait calls their own
+/// `send_packed_command` instead, whose future the wrapper's box holds. Every other connection
+/// (a Cluster connection, a type of your own) takes the provided methods, redis-rs's boxed
+/// path, so implementing it is one line:
+///
+/// ```
+/// use redis_retry_runtime::connection::InnerConnection;
+/// # use redis::{aio::ConnectionLike, Cmd, Pipeline, RedisFuture, Value};
+/// # #[derive(Clone)]
+/// struct Counted<C>(C);
+/// # impl<C: ConnectionLike + Send> ConnectionLike for Counted<C> {
+/// #     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+/// #         self.0.req_packed_command(cmd)
+/// #     }
+/// #     fn req_packed_commands<'a>(&'a mut self, p: &'a Pipeline, o: usize, c: usize) -> RedisFuture<'a, Vec<Value>> {
+/// #         self.0.req_packed_commands(p, o, c)
+/// #     }
+/// #     fn get_db(&self) -> i64 { self.0.get_db() }
+/// # }
+/// impl<C: ConnectionLike + Send> InnerConnection for Counted<C> {}
+/// ```
+///
+/// A type from another crate, which this crate's trait cannot be implemented for there, goes
+/// in [`Boxed`]: `RetryConnection::new(Boxed(conn))`.
+pub trait InnerConnection: ConnectionLike + Send {
+    /// Sends one packed command and reads its reply.
+    fn request<'a>(&'a mut self, cmd: &'a Cmd) -> impl Future<Output = RedisResult<Value>> + Send + 'a {
+        self.req_packed_command(cmd)
     }
+
+    /// Sends `pipeline` and reads `count` replies after skipping `offset`.
+    fn request_pipeline<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> impl Future<Output = RedisResult<Vec<Value>>> + Send + 'a {
+        self.req_packed_commands(pipeline, offset, count)
+    }
+}
+
+impl InnerConnection for MultiplexedConnection {
+    fn request<'a>(&'a mut self, cmd: &'a Cmd) -> impl Future<Output = RedisResult<Value>> + Send + 'a {
+        MultiplexedConnection::send_packed_command(self, cmd)
+    }
+
+    fn request_pipeline<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> impl Future<Output = RedisResult<Vec<Value>>> + Send + 'a {
+        MultiplexedConnection::send_packed_commands(self, pipeline, offset, count)
+    }
+}
+
+impl InnerConnection for ConnectionManager {
+    fn request<'a>(&'a mut self, cmd: &'a Cmd) -> impl Future<Output = RedisResult<Value>> + Send + 'a {
+        ConnectionManager::send_packed_command(self, cmd)
+    }
+
+    fn request_pipeline<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> impl Future<Output = RedisResult<Vec<Value>>> + Send + 'a {
+        ConnectionManager::send_packed_commands(self, pipeline, offset, count)
+    }
+}
+
+// Its `ConnectionLike` routes the command before boxing, and the routing is not public.
+impl<C> InnerConnection for ClusterConnection<C> where ClusterConnection<C>: ConnectionLike + Send {}
+
+/// Any redis-rs `ConnectionLike`, for a [`RetryConnection`] to wrap through redis-rs's boxed
+/// futures: the way to wrap a connection type of another crate, which cannot implement
+/// [`InnerConnection`] there.
+///
+/// ```no_run
+/// # async fn demo(conn: redis::aio::MultiplexedConnection) {
+/// use redis_retry_runtime::{connection::Boxed, RetryConnection};
+/// let conn = RetryConnection::new(Boxed(conn));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Boxed<C>(pub C);
+
+impl<C: ConnectionLike> ConnectionLike for Boxed<C> {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+impl<C: ConnectionLike + Send> InnerConnection for Boxed<C> {}
+
+/// The error of a request that outlived `deadline`.
+#[cold]
+fn timed_out(deadline: Duration) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no reply from Redis within the {deadline:?} deadline"),
+    ))
 }
 
 fn transient(failure: Failure) -> Option<Delivery> {
@@ -297,20 +406,70 @@ fn transient(failure: Failure) -> Option<Delivery> {
     }
 }
 
-impl<C: ConnectionLike + Send> ConnectionLike for RetryConnection<C> {
+impl<C: InnerConnection> RetryConnection<C> {
+    // Out of line and cold: the request's future, which every command polls, keeps only the
+    // test for a reply that needs nothing.
+    #[cold]
+    #[inline(never)]
+    fn command_failed(&self, cmd: &Cmd, result: &RedisResult<Value>) {
+        let failure = match result {
+            Ok(Value::ServerError(e)) => transient(classify_server_error(e)).map(|d| (d, e.to_string())),
+            Ok(_) => None,
+            Err(e) => transient(classify(e)).map(|d| (d, e.to_string())),
+        };
+        if let Some((delivery, error)) = failure {
+            self.capture(&[cmd], false, delivery, &error);
+        }
+    }
+
+    fn after_pipeline(&self, pipeline: &Pipeline, result: &RedisResult<Vec<Value>>) {
+        let atomic = pipeline.is_transaction();
+        match result {
+            Err(e) => {
+                if let Some(delivery) = transient(classify(e)) {
+                    let cmds: Vec<&Cmd> = pipeline.cmd_iter().collect();
+                    self.capture(&cmds, atomic, delivery, &e.to_string());
+                }
+            }
+            Ok(values) => {
+                // A transaction answers with one EXEC reply holding every result; a plain
+                // pipeline answers command by command.
+                let replies: &[Value] = match (atomic, values.last()) {
+                    (true, Some(Value::Array(items))) => items,
+                    (true, _) => &[],
+                    (false, _) => values,
+                };
+                let mut failed: Vec<&Cmd> = Vec::new();
+                let mut error = String::new();
+                for (cmd, reply) in pipeline.cmd_iter().zip(replies) {
+                    if let Value::ServerError(e) = reply {
+                        if transient(classify_server_error(e)).is_some() {
+                            failed.push(cmd);
+                            error = e.to_string();
+                        }
+                    }
+                }
+                if !failed.is_empty() {
+                    self.capture(&failed, false, Delivery::NotApplied, &error);
+                }
+            }
+        }
+    }
+}
+
+impl<C: InnerConnection> ConnectionLike for RetryConnection<C> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let result = within(self.deadline, self.inner.req_packed_command(cmd)).await;
-            let failure = match &result {
-                Ok(Value::ServerError(e)) => transient(classify_server_error(e)).map(|d| (d, e.to_string())),
-                Ok(_) => {
-                    remember_loaded_script(cmd);
-                    None
-                }
-                Err(e) => transient(classify(e)).map(|d| (d, e.to_string())),
+            let result = match self.deadline {
+                None => self.inner.request(cmd).await,
+                Some(deadline) => match tokio::time::timeout(deadline, self.inner.request(cmd)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(timed_out(deadline)),
+                },
             };
-            if let Some((delivery, error)) = failure {
-                self.capture(&[cmd], false, delivery, &error);
+            match &result {
+                Ok(Value::ServerError(_)) | Err(_) => self.command_failed(cmd, &result),
+                Ok(_) => remember_loaded_script(cmd),
             }
             result
         })
@@ -323,38 +482,18 @@ impl<C: ConnectionLike + Send> ConnectionLike for RetryConnection<C> {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let result = within(self.deadline, self.inner.req_packed_commands(pipeline, offset, count)).await;
-            let atomic = pipeline.is_transaction();
-            match &result {
-                Err(e) => {
-                    if let Some(delivery) = transient(classify(e)) {
-                        let cmds: Vec<&Cmd> = pipeline.cmd_iter().collect();
-                        self.capture(&cmds, atomic, delivery, &e.to_string());
+            let result = match self.deadline {
+                None => self.inner.request_pipeline(pipeline, offset, count).await,
+                Some(deadline) => {
+                    match tokio::time::timeout(deadline, self.inner.request_pipeline(pipeline, offset, count))
+                        .await
+                    {
+                        Ok(result) => result,
+                        Err(_) => Err(timed_out(deadline)),
                     }
                 }
-                Ok(values) => {
-                    // A transaction answers with one EXEC reply holding every result; a plain
-                    // pipeline answers command by command.
-                    let replies: &[Value] = match (atomic, values.last()) {
-                        (true, Some(Value::Array(items))) => items,
-                        (true, _) => &[],
-                        (false, _) => values,
-                    };
-                    let mut failed: Vec<&Cmd> = Vec::new();
-                    let mut error = String::new();
-                    for (cmd, reply) in pipeline.cmd_iter().zip(replies) {
-                        if let Value::ServerError(e) = reply {
-                            if transient(classify_server_error(e)).is_some() {
-                                failed.push(cmd);
-                                error = e.to_string();
-                            }
-                        }
-                    }
-                    if !failed.is_empty() {
-                        self.capture(&failed, false, Delivery::NotApplied, &error);
-                    }
-                }
-            }
+            };
+            self.after_pipeline(pipeline, &result);
             result
         })
     }
@@ -375,6 +514,7 @@ mod tests {
         usable_as_a_connection::<RetryConnection<redis::aio::MultiplexedConnection>>();
         usable_as_a_connection::<RetryConnection<redis::aio::ConnectionManager>>();
         usable_as_a_connection::<RetryConnection<redis::cluster_async::ClusterConnection>>();
+        usable_as_a_connection::<RetryConnection<Boxed<redis::aio::MultiplexedConnection>>>();
     }
 
     fn cmd(args: &[&str]) -> Cmd {

@@ -35,7 +35,7 @@ mod spool;
 pub mod task;
 
 pub use connect::{ConnectBuilder, DEFAULT_DEADLINE};
-pub use connection::RetryConnection;
+pub use connection::{InnerConnection, RetryConnection};
 pub use consumer::{ConsumerConfig, RedisRetryConsumer, DEFAULT_GROUP};
 pub use errors::{DlqReason, PublishError, SetupError, TaskError};
 pub use producer::{

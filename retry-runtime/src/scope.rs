@@ -1,8 +1,9 @@
 //! The capture scope: task-local metadata that tells a [`RetryConnection`](crate::RetryConnection)
 //! to turn failed writes into tasks, and with what source, retries, mode and context.
 //!
-//! `#[redis_retry]` opens a scope around a method body; the scope lives in a tokio task-local,
-//! so it follows the future wherever it is polled (including after a `.await` on another
+//! `#[redis_retry]` opens a scope around a method body. The scope is held by the future and
+//! set as the thread's current scope for the length of each poll of it, as a tokio task-local
+//! is, so it follows the future wherever it is polled (including after a `.await` on another
 //! worker thread) but not into tasks started with `tokio::spawn`, which need their own scope.
 //!
 //! The scope also remembers whether a `RetryConnection` in it saw a transient failure, so that
@@ -11,8 +12,9 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use crate::errors::TaskError;
 use crate::task::{Mode, TaskContext, DEFAULT_MAX_RETRIES, MAX_RETRIES_LIMIT};
@@ -71,33 +73,133 @@ impl ScopeMeta {
     }
 }
 
-#[derive(Clone)]
-enum ScopeState {
-    Capture(Arc<ScopeMeta>),
+/// Which scope is current, as the thread-local holds it: `Copy`, so that entering and leaving
+/// a scope on every poll is a swap of a few words with no drop to run.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Outside any scope: the connection's default decides.
+    Outside,
     // Metadata that lives as long as the program (an annotated method's `static`): entering
     // and leaving its scope touches no reference count, which 64 tasks on two threads would
     // otherwise fight over.
     Static(&'static Arc<ScopeMeta>),
+    /// Metadata owned by the scope's future, in `OWNED` while the scope is current.
+    Owned,
     // Inside the consumer: its own failed writes are its business, never a new task.
     Suppressed,
 }
 
-/// What the task-local holds: the state, and whether a connection in it saw a failure.
+/// A scope as the thread-local holds it: which one, and whether a connection in it saw a
+/// failure.
+#[derive(Clone, Copy)]
+struct Frame {
+    kind: Kind,
+    saw_failure: bool,
+}
+
+thread_local! {
+    // The scope of the future being polled on this thread. Rather than tokio's task-local
+    // (a `RefCell<Option<T>>` behind a fallible accessor, whose `T` here would need a drop),
+    // a `Cell` of a `Copy` value with a constant initialiser: no borrow flag, no
+    // registration check, no drop glue on the path every poll of every annotated call takes.
+    static CURRENT: Cell<Frame> = const { Cell::new(Frame { kind: Kind::Outside, saw_failure: false }) };
+    // The metadata of the current scope when it is `Kind::Owned`.
+    static OWNED: Cell<Option<Arc<ScopeMeta>>> = const { Cell::new(None) };
+}
+
+/// What a scope's future holds. While the scope is current (during a poll) the two fields
+/// hold what was current before, swapped with the thread-locals; the second swap puts both
+/// back.
 struct Scope {
-    state: ScopeState,
-    // A `Cell` in the task-local itself: only the task polling the scope touches it, and
-    // noting a failure costs no allocation per annotated call.
-    saw_failure: Cell<bool>,
+    frame: Frame,
+    owned: Option<Arc<ScopeMeta>>,
 }
 
 impl Scope {
     fn new(state: ScopeState) -> Scope {
-        Scope { state, saw_failure: Cell::new(false) }
+        let (kind, owned) = match state {
+            ScopeState::Capture(meta) => (Kind::Owned, Some(meta)),
+            ScopeState::Static(meta) => (Kind::Static(meta), None),
+            ScopeState::Suppressed => (Kind::Suppressed, None),
+        };
+        Scope { frame: Frame { kind, saw_failure: false }, owned }
+    }
+
+    /// The metadata of this scope, when it is not current.
+    fn meta(&self) -> Option<&ScopeMeta> {
+        match self.frame.kind {
+            Kind::Static(meta) => Some(meta),
+            Kind::Owned => self.owned.as_deref(),
+            Kind::Outside | Kind::Suppressed => None,
+        }
+    }
+
+    /// Enters this scope, or leaves it and puts the outer one back: the same swap.
+    #[inline]
+    fn swap(&mut self, ours: Kind) {
+        CURRENT.with(|current| current.swap(Cell::from_mut(&mut self.frame)));
+        if let Kind::Owned = ours {
+            OWNED.with(|current| current.swap(Cell::from_mut(&mut self.owned)));
+        }
     }
 }
 
-tokio::task_local! {
-    static SCOPE: Scope;
+/// How a scope's future says which scope it runs in.
+enum ScopeState {
+    Capture(Arc<ScopeMeta>),
+    Static(&'static Arc<ScopeMeta>),
+    Suppressed,
+}
+
+/// A scope made the thread's current one for one poll; the outer one is put back when this
+/// drops, even if the poll panics.
+struct Entered<'a> {
+    scope: &'a mut Scope,
+    ours: Kind,
+}
+
+impl<'a> Entered<'a> {
+    #[inline]
+    fn new(scope: &'a mut Scope) -> Entered<'a> {
+        let ours = scope.frame.kind;
+        scope.swap(ours);
+        Entered { scope, ours }
+    }
+}
+
+impl Drop for Entered<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.scope.swap(self.ours);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future run in a scope: the future of [`capture`], [`capture_shared`] and
+    /// [`suppressed`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Scoped<F> {
+        scope: Scope,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F> Scoped<F> {
+    fn new(state: ScopeState, future: F) -> Scoped<F> {
+        Scoped { scope: Scope::new(state), future }
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = Entered::new(this.scope);
+        this.future.poll(cx)
+    }
 }
 
 /// Runs `fut` inside a capture scope: failed writes through a `RetryConnection` become tasks
@@ -114,8 +216,8 @@ tokio::task_local! {
 /// assert!(scope::current().is_none());
 /// # }
 /// ```
-pub async fn capture<F: Future>(meta: ScopeMeta, fut: F) -> F::Output {
-    capture_shared(Arc::new(meta), fut).await
+pub fn capture<F: Future>(meta: ScopeMeta, fut: F) -> Scoped<F> {
+    capture_shared(Arc::new(meta), fut)
 }
 
 /// [`capture`] with metadata shared between calls: a hot path builds its `ScopeMeta` once
@@ -132,20 +234,20 @@ pub async fn capture<F: Future>(meta: ScopeMeta, fut: F) -> F::Output {
 /// }
 /// # }
 /// ```
-pub async fn capture_shared<F: Future>(meta: Arc<ScopeMeta>, fut: F) -> F::Output {
-    SCOPE.scope(Scope::new(ScopeState::Capture(meta)), fut).await
+pub fn capture_shared<F: Future>(meta: Arc<ScopeMeta>, fut: F) -> Scoped<F> {
+    Scoped::new(ScopeState::Capture(meta), fut)
 }
 
 /// [`capture_shared`] with metadata that lives as long as the program.
 #[doc(hidden)]
-pub async fn capture_static<F: Future>(meta: &'static Arc<ScopeMeta>, fut: F) -> F::Output {
-    SCOPE.scope(Scope::new(ScopeState::Static(meta)), fut).await
+pub fn capture_static<F: Future>(meta: &'static Arc<ScopeMeta>, fut: F) -> Scoped<F> {
+    Scoped::new(ScopeState::Static(meta), fut)
 }
 
 /// Runs `fut` with capture switched off, whatever scope or default the connections have.
 /// The consumer applies tasks this way so that its own failures are never queued again.
-pub async fn suppressed<F: Future>(fut: F) -> F::Output {
-    SCOPE.scope(Scope::new(ScopeState::Suppressed), fut).await
+pub fn suppressed<F: Future>(fut: F) -> Scoped<F> {
+    Scoped::new(ScopeState::Suppressed, fut)
 }
 
 /// What the current task-local scope says.
@@ -159,13 +261,19 @@ pub(crate) enum Current {
 }
 
 pub(crate) fn lookup() -> Current {
-    SCOPE
-        .try_with(|s| match &s.state {
-            ScopeState::Capture(meta) => Current::Capture(meta.clone()),
-            ScopeState::Static(meta) => Current::Capture(Arc::clone(meta)),
-            ScopeState::Suppressed => Current::Suppressed,
-        })
-        .unwrap_or(Current::None)
+    match CURRENT.with(Cell::get).kind {
+        Kind::Outside => Current::None,
+        Kind::Static(meta) => Current::Capture(Arc::clone(meta)),
+        Kind::Suppressed => Current::Suppressed,
+        Kind::Owned => {
+            let meta = OWNED.try_with(|owned| {
+                let meta = owned.take();
+                owned.set(meta.clone());
+                meta
+            });
+            meta.ok().flatten().map_or(Current::None, Current::Capture)
+        }
+    }
 }
 
 /// The metadata of the enclosing capture scope, if any.
@@ -179,7 +287,12 @@ pub fn current() -> Option<Arc<ScopeMeta>> {
 /// Notes that a `RetryConnection` in the current scope saw a transient failure: whatever the
 /// method then returns, the failure went through the wrapped connection.
 pub(crate) fn note_failure() {
-    let _ = SCOPE.try_with(|s| s.saw_failure.set(true));
+    CURRENT.with(|current| {
+        let frame = current.get();
+        if !matches!(frame.kind, Kind::Outside) {
+            current.set(Frame { saw_failure: true, ..frame });
+        }
+    });
 }
 
 /// What `#[redis_retry]` expands to; not a public API.
@@ -187,63 +300,91 @@ pub(crate) fn note_failure() {
 pub mod __macro {
     use std::error::Error;
     use std::future::Future;
+    use std::pin::Pin;
     use std::sync::Arc;
+    use std::task::{ready, Context, Poll};
 
     use redis::RedisError;
 
-    use super::{run, ScopeMeta, ScopeState};
+    use super::{Entered, Scope, ScopeMeta, ScopeState};
     use crate::counters;
     use crate::errors::{classify, Failure};
 
-    /// The scope an annotated call ran in, once its future is done.
-    pub struct Report {
-        state: ScopeState,
-        saw_failure: bool,
-    }
-
-    /// [`capture`](super::capture), reporting on the scope as well.
-    pub async fn capture<F: Future>(meta: ScopeMeta, fut: F) -> (F::Output, Report) {
-        run(ScopeState::Capture(Arc::new(meta)), fut).await
-    }
-
-    /// [`capture_static`](super::capture_static), reporting on the scope as well. Not an
-    /// `async fn`: every annotated call polls through it, and one state machine fewer is
-    /// one copy of the method's future and one layer of polling fewer per call.
-    pub fn capture_static<F: Future>(
-        meta: &'static Arc<ScopeMeta>,
-        fut: F,
-    ) -> impl Future<Output = (F::Output, Report)> {
-        run(ScopeState::Static(meta), fut)
-    }
-
-    impl Report {
-        pub(super) fn new(state: ScopeState, saw_failure: bool) -> Report {
-            Report { state, saw_failure }
+    pin_project_lite::pin_project! {
+        /// An annotated call: its body run in a scope and, once done, what it returned looked
+        /// at by `check` (see [`Returned`]) unless a connection in the scope saw a failure.
+        /// One future for both, so that a call polls through no more layers than it must.
+        #[must_use = "futures do nothing unless polled"]
+        pub struct Call<F, C> {
+            scope: Scope,
+            check: C,
+            #[pin]
+            future: F,
         }
+    }
 
-        /// Warns when the method returned a transient Redis error that no `RetryConnection`
-        /// in its scope saw: a write that failed there was not captured.
-        pub fn check(&self, returned: Option<&RedisError>) {
-            let Some(error) = returned else { return };
-            if self.saw_failure || classify(error) == Failure::Permanent {
-                return;
-            }
-            let source = match &self.state {
-                ScopeState::Capture(meta) => meta.source.as_str(),
-                ScopeState::Static(meta) => meta.source.as_str(),
-                ScopeState::Suppressed => return,
+    /// [`capture`](super::capture) for a method with a `context`, whose metadata is built
+    /// per call.
+    pub fn capture<F, C>(meta: ScopeMeta, fut: F, check: C) -> Call<F, C>
+    where
+        F: Future,
+        C: Fn(&F::Output) -> Option<&RedisError>,
+    {
+        Call { scope: Scope::new(ScopeState::Capture(Arc::new(meta))), check, future: fut }
+    }
+
+    /// [`capture_static`](super::capture_static) for every other annotated method.
+    pub fn capture_static<F, C>(meta: &'static Arc<ScopeMeta>, fut: F, check: C) -> Call<F, C>
+    where
+        F: Future,
+        C: Fn(&F::Output) -> Option<&RedisError>,
+    {
+        Call { scope: Scope::new(ScopeState::Static(meta)), check, future: fut }
+    }
+
+    impl<F, C> Future for Call<F, C>
+    where
+        F: Future,
+        C: Fn(&F::Output) -> Option<&RedisError>,
+    {
+        type Output = F::Output;
+
+        #[inline]
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            let this = self.project();
+            let output = {
+                let _entered = Entered::new(this.scope);
+                ready!(this.future.poll(cx))
             };
-            metrics::counter!(counters::UNCAPTURED_ERRORS, "source" => source.to_string()).increment(1);
-            // The kind and code only: the message of a server error may quote what was sent.
-            tracing::warn!(
-                source,
-                error_kind = ?error.kind(),
-                error_code = error.code().unwrap_or(""),
-                "#[redis_retry] method returned a transient Redis error that no RetryConnection in \
-                 its scope saw, so nothing was captured: is the write going through an unwrapped \
-                 connection?"
-            );
+            if !this.scope.frame.saw_failure {
+                if let Some(error) = (this.check)(&output) {
+                    uncaptured(this.scope, error);
+                }
+            }
+            Poll::Ready(output)
         }
+    }
+
+    /// Warns when the method returned a transient Redis error that no `RetryConnection` in
+    /// its scope saw: a write that failed there was not captured.
+    #[cold]
+    #[inline(never)]
+    fn uncaptured(scope: &Scope, error: &RedisError) {
+        if classify(error) == Failure::Permanent {
+            return;
+        }
+        let Some(meta) = scope.meta() else { return };
+        let source = meta.source.as_str();
+        metrics::counter!(counters::UNCAPTURED_ERRORS, "source" => source.to_string()).increment(1);
+        // The kind and code only: the message of a server error may quote what was sent.
+        tracing::warn!(
+            source,
+            error_kind = ?error.kind(),
+            error_code = error.code().unwrap_or(""),
+            "#[redis_retry] method returned a transient Redis error that no RetryConnection in \
+             its scope saw, so nothing was captured: is the write going through an unwrapped \
+             connection?"
+        );
     }
 
     /// The value an annotated call returned, to look for a Redis error in with autoref
@@ -323,17 +464,6 @@ pub mod __macro {
     }
 }
 
-/// Runs `fut` in a scope of `state` and reports whether a connection in it saw a failure.
-async fn run<F: Future>(state: ScopeState, fut: F) -> (F::Output, __macro::Report) {
-    let mut scoped = pin!(SCOPE.scope(Scope::new(state), fut));
-    let output = scoped.as_mut().await;
-    let (state, saw_failure) = match scoped.as_mut().take_value() {
-        Some(scope) => (scope.state, scope.saw_failure.get()),
-        None => (ScopeState::Suppressed, false),
-    };
-    (output, __macro::Report::new(state, saw_failure))
-}
-
 #[cfg(test)]
 // The probe is called as the expansion calls it, `(&&&Returned(&output))`: the depth of the
 // reference is what selects the impl.
@@ -409,5 +539,93 @@ mod tests {
         let plain = RedisError::from((ErrorKind::Io, "not returned in a Result"));
         assert!((&&&Returned(&plain)).redis_error().is_none());
         assert!((&&&Returned(&42)).redis_error().is_none());
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+
+    use super::{
+        capture, capture_shared, capture_static, current, lookup, note_failure, suppressed, Current,
+        ScopeMeta,
+    };
+
+    fn source() -> Option<String> {
+        current().map(|m| m.source.clone())
+    }
+
+    /// Polls `fut` once, pending or not.
+    fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        fut.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[tokio::test]
+    async fn nested_scopes_replace_the_outer_one_and_put_it_back() {
+        static META: std::sync::OnceLock<Arc<ScopeMeta>> = std::sync::OnceLock::new();
+        let fixed = META.get_or_init(|| Arc::new(ScopeMeta::new("static")));
+        let seen = capture(ScopeMeta::new("outer"), async {
+            let mut seen = vec![source()];
+            seen.push(capture_static(fixed, async { source() }).await);
+            seen.push(source());
+            seen.push(capture_shared(Arc::new(ScopeMeta::new("inner")), async { source() }).await);
+            seen.push(suppressed(async { source() }).await);
+            seen.push(source());
+            seen
+        })
+        .await;
+        let names: Vec<_> = seen.iter().map(|s| s.as_deref().unwrap_or("-")).collect();
+        assert_eq!(names, ["outer", "static", "outer", "inner", "-", "outer"]);
+        assert!(matches!(lookup(), Current::None));
+    }
+
+    #[test]
+    fn a_scope_is_current_only_while_its_future_is_polled() {
+        let mut pending = true;
+        let mut scoped = pin!(capture(
+            ScopeMeta::new("polled"),
+            std::future::poll_fn(|_| {
+                let inside = source();
+                if std::mem::take(&mut pending) {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(inside)
+                }
+            })
+        ));
+        assert!(poll_once(scoped.as_mut()).is_pending());
+        assert_eq!(source(), None, "left when the poll returned");
+        assert_eq!(poll_once(scoped.as_mut()), Poll::Ready(Some("polled".to_string())));
+    }
+
+    #[test]
+    fn a_panicking_poll_leaves_the_scope() {
+        let caught = std::panic::catch_unwind(|| {
+            let mut scoped = pin!(capture(ScopeMeta::new("panics"), async { panic!("in the body") }));
+            let _ = poll_once(scoped.as_mut());
+        });
+        assert!(caught.is_err());
+        assert!(matches!(lookup(), Current::None), "the scope must not outlive its poll");
+    }
+
+    #[test]
+    fn a_failure_is_noted_on_the_innermost_scope_only() {
+        let mut outer_saw = None;
+        let mut inner =
+            pin!(super::__macro::capture(ScopeMeta::new("inner"), async { note_failure() }, |_: &()| None));
+        let mut outer = pin!(capture(
+            ScopeMeta::new("outer"),
+            std::future::poll_fn(|cx| {
+                let _ = inner.as_mut().poll(cx);
+                outer_saw = Some(super::CURRENT.with(|c| c.get().saw_failure));
+                Poll::Ready(())
+            })
+        ));
+        assert!(poll_once(outer.as_mut()).is_ready());
+        assert_eq!(outer_saw, Some(false), "the inner scope's failure is its own");
+        assert!(!super::CURRENT.with(|c| c.get().saw_failure));
     }
 }
