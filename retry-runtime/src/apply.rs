@@ -453,13 +453,7 @@ pub(crate) async fn apply_batch<C: ConnectionLike + Clone>(
     let mut group_of: HashMap<Option<Slot>, usize> = HashMap::new();
     for (t, (_, plan)) in tasks.iter().enumerate() {
         for (r, request) in plan.requests.iter().enumerate() {
-            let slot = match request {
-                Request::Commands { slot, .. } => *slot,
-                Request::Spanning(_) => None,
-                Request::Atomic(_) | Request::Staged { .. } => {
-                    unreachable!("apply_batch takes batchable plans only")
-                }
-            };
+            let (slot, cmds) = batched(request);
             let group = if per_slot {
                 *group_of.entry(slot).or_insert_with(|| {
                     groups.push(redis::pipe());
@@ -473,7 +467,6 @@ pub(crate) async fn apply_batch<C: ConnectionLike + Clone>(
             };
             let pipe = &mut groups[group];
             let start = pipe.len();
-            let cmds = batched_cmds(request);
             for cmd in cmds {
                 pipe.add_command(cmd.clone());
             }
@@ -490,7 +483,8 @@ pub(crate) async fn apply_batch<C: ConnectionLike + Clone>(
     // as none rather than as another request's.
     for part in &parts {
         if let Some(values) = replies[part.group].get_mut(part.start..part.start + part.len) {
-            forgive_gone_sources(batched_cmds(&tasks[part.task].1.requests[part.request]).iter(), values);
+            let (_, cmds) = batched(&tasks[part.task].1.requests[part.request]);
+            forgive_gone_sources(cmds.iter(), values);
         }
     }
     let mut next = 0;
@@ -506,12 +500,12 @@ pub(crate) async fn apply_batch<C: ConnectionLike + Clone>(
         .collect())
 }
 
-/// The commands of a batchable request.
-fn batched_cmds(request: &Request) -> &[Cmd] {
+/// The slot and the commands of a batchable request (a spanning command has no one slot).
+fn batched(request: &Request) -> (Option<Slot>, &[Cmd]) {
     match request {
-        Request::Commands { cmds, .. } => cmds,
-        Request::Spanning(cmd) => std::slice::from_ref(cmd),
-        Request::Atomic(_) | Request::Staged { .. } => &[],
+        Request::Commands { slot, cmds } => (*slot, cmds),
+        Request::Spanning(cmd) => (None, std::slice::from_ref(cmd)),
+        Request::Atomic(_) | Request::Staged { .. } => unreachable!("apply_batch takes batchable plans only"),
     }
 }
 
