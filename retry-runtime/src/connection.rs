@@ -11,6 +11,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
+use futures_util::FutureExt as _;
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
@@ -323,35 +325,28 @@ pub trait InnerConnection: ConnectionLike + Send {
     }
 }
 
-impl InnerConnection for MultiplexedConnection {
-    fn request<'a>(&'a mut self, cmd: &'a Cmd) -> impl Future<Output = RedisResult<Value>> + Send + 'a {
-        MultiplexedConnection::send_packed_command(self, cmd)
-    }
+/// `InnerConnection` for redis-rs connections whose own `send_packed_command(s)` is public:
+/// their futures go into the wrapper's box as they are.
+macro_rules! inline_requests {
+    ($($connection:ty),*) => {$(
+        impl InnerConnection for $connection {
+            fn request<'a>(&'a mut self, cmd: &'a Cmd) -> impl Future<Output = RedisResult<Value>> + Send + 'a {
+                <$connection>::send_packed_command(self, cmd)
+            }
 
-    fn request_pipeline<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> impl Future<Output = RedisResult<Vec<Value>>> + Send + 'a {
-        MultiplexedConnection::send_packed_commands(self, pipeline, offset, count)
-    }
+            fn request_pipeline<'a>(
+                &'a mut self,
+                pipeline: &'a Pipeline,
+                offset: usize,
+                count: usize,
+            ) -> impl Future<Output = RedisResult<Vec<Value>>> + Send + 'a {
+                <$connection>::send_packed_commands(self, pipeline, offset, count)
+            }
+        }
+    )*};
 }
 
-impl InnerConnection for ConnectionManager {
-    fn request<'a>(&'a mut self, cmd: &'a Cmd) -> impl Future<Output = RedisResult<Value>> + Send + 'a {
-        ConnectionManager::send_packed_command(self, cmd)
-    }
-
-    fn request_pipeline<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> impl Future<Output = RedisResult<Vec<Value>>> + Send + 'a {
-        ConnectionManager::send_packed_commands(self, pipeline, offset, count)
-    }
-}
+inline_requests!(MultiplexedConnection, ConnectionManager);
 
 // Its `ConnectionLike` routes the command before boxing, and the routing is not public.
 impl<C> InnerConnection for ClusterConnection<C> where ClusterConnection<C>: ConnectionLike + Send {}
@@ -389,6 +384,22 @@ impl<C: ConnectionLike> ConnectionLike for Boxed<C> {
 }
 
 impl<C: ConnectionLike + Send> InnerConnection for Boxed<C> {}
+
+/// `request` with at most `deadline` to answer, when there is one. Not an `async fn`: one
+/// more state machine around every command's request would double the size of the
+/// wrapper's future.
+fn within<T, F>(deadline: Option<Duration>, request: F) -> impl Future<Output = RedisResult<T>>
+where
+    F: Future<Output = RedisResult<T>>,
+{
+    match deadline {
+        None => Either::Left(request),
+        Some(deadline) => Either::Right(
+            tokio::time::timeout(deadline, request)
+                .map(move |r| r.unwrap_or_else(|_| Err(timed_out(deadline)))),
+        ),
+    }
+}
 
 /// The error of a request that outlived `deadline`.
 #[cold]
@@ -460,13 +471,7 @@ impl<C: InnerConnection> RetryConnection<C> {
 impl<C: InnerConnection> ConnectionLike for RetryConnection<C> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let result = match self.deadline {
-                None => self.inner.request(cmd).await,
-                Some(deadline) => match tokio::time::timeout(deadline, self.inner.request(cmd)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(timed_out(deadline)),
-                },
-            };
+            let result = within(self.deadline, self.inner.request(cmd)).await;
             match &result {
                 Ok(Value::ServerError(_)) | Err(_) => self.command_failed(cmd, &result),
                 Ok(_) => remember_loaded_script(cmd),
@@ -482,17 +487,7 @@ impl<C: InnerConnection> ConnectionLike for RetryConnection<C> {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let result = match self.deadline {
-                None => self.inner.request_pipeline(pipeline, offset, count).await,
-                Some(deadline) => {
-                    match tokio::time::timeout(deadline, self.inner.request_pipeline(pipeline, offset, count))
-                        .await
-                    {
-                        Ok(result) => result,
-                        Err(_) => Err(timed_out(deadline)),
-                    }
-                }
-            };
+            let result = within(self.deadline, self.inner.request_pipeline(pipeline, offset, count)).await;
             self.after_pipeline(pipeline, &result);
             result
         })
